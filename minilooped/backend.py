@@ -1,0 +1,139 @@
+"""The array backend: the one place that chooses NumPy or CuPy.
+
+Every other file of the from-scratch core takes its array module from here, so the
+whole engine runs unchanged on a GPU: an array on the GPU is a ``cupy.ndarray``, and
+``array_module(a)`` hands back ``cupy`` for it and ``numpy`` otherwise. CuPy is
+imported lazily: a machine without a GPU never needs it installed.
+
+A test (tests/test_layering.py) checks that no other core file imports numpy or cupy.
+"""
+from __future__ import annotations
+
+import numpy
+
+# `np` is the host (CPU) array module; exported so that the rest of the core never
+# has to import numpy itself.
+np = numpy
+
+_cupy = None  # the cupy module once imported, False if it cannot be
+
+
+class DeviceError(RuntimeError):
+    """Raised when CuPy or a GPU is asked for but is not there."""
+
+
+def _import_cupy():
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy  # noqa: F401  (the one place cupy is imported)
+
+            cupy.cuda.runtime.getDeviceCount()
+            _cupy = cupy
+        except Exception as exc:  # ImportError, or CUDA runtime errors without a GPU
+            _cupy = False
+            _cupy_error[0] = f"{type(exc).__name__}: {exc}"
+    return _cupy or None
+
+
+_cupy_error = [""]
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    return _import_cupy() is not None
+
+
+def cupy_module():
+    """The cupy module, or a DeviceError that says how to get it."""
+    cp = _import_cupy()
+    if cp is None:
+        raise DeviceError(
+            "device 'cuda' needs CuPy and an NVIDIA GPU, but CuPy is not usable here "
+            f"({_cupy_error[0] or 'not installed'}). Install it with "
+            "`pip install -e \".[gpu]\"` (cupy-cuda12x) on a machine with a GPU, "
+            "or keep the tensor on device 'cpu'."
+        )
+    return cp
+
+
+def array_module(a):
+    """numpy or cupy, whichever owns array ``a``."""
+    if isinstance(a, numpy.ndarray) or numpy.isscalar(a):
+        return numpy
+    cp = _cupy or None
+    if cp is not None and isinstance(a, cp.ndarray):
+        return cp
+    return numpy
+
+
+def device_of(a) -> str:
+    """'cpu' for a NumPy array, 'cuda' for a CuPy array."""
+    return "cpu" if array_module(a) is numpy else "cuda"
+
+
+def module_for(device: str):
+    """The array module of a device name: 'cpu' -> numpy, 'cuda' -> cupy."""
+    device = normalize_device(device)
+    return numpy if device == "cpu" else cupy_module()
+
+
+def normalize_device(device) -> str:
+    name = str(device).split(":")[0]
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+    return name
+
+
+def to_device(a, device: str):
+    """Copy array ``a`` to ``device`` (no copy when it is already there)."""
+    device = normalize_device(device)
+    if device == device_of(a):
+        return a
+    if device == "cuda":
+        return cupy_module().asarray(a)
+    return a.get()  # cupy -> numpy
+
+
+def to_numpy(a):
+    """A NumPy array with the values of ``a`` (copied from the GPU if needed)."""
+    return a if array_module(a) is numpy else a.get()
+
+
+# ---------------------------------------------------------------- random numbers
+# One generator per device, seeded together by manual_seed, so that dropout and
+# parameter initialisation are reproducible.
+_generators: dict[str, object] = {}
+
+
+def manual_seed(seed: int) -> None:
+    _generators.clear()
+    _generators["cpu"] = numpy.random.default_rng(seed)
+    _generators["_seed"] = seed
+    if _cupy:
+        _generators["cuda"] = _cupy.random.default_rng(seed)
+
+
+def generator(device: str = "cpu"):
+    device = normalize_device(device)
+    if device not in _generators:
+        seed = _generators.get("_seed", None)
+        if device == "cpu":
+            _generators["cpu"] = numpy.random.default_rng(seed)
+        else:
+            _generators["cuda"] = cupy_module().random.default_rng(seed)
+    return _generators[device]
+
+
+# ------------------------------------------------------------------------ dtypes
+float32 = numpy.dtype("float32")
+float64 = numpy.dtype("float64")
+float16 = numpy.dtype("float16")
+
+
+def is_float(dtype) -> bool:
+    return numpy.dtype(dtype).kind == "f"
+
+
+def as_dtype(dtype):
+    return numpy.dtype(dtype)

@@ -1,0 +1,80 @@
+"""Matrix products: ``@`` (batched, broadcasting) and the fused ``linear`` layer op."""
+from __future__ import annotations
+
+from .. import backend
+from ..tensor import Tensor
+from .registry import register
+from ._util import check_same, unbroadcast
+
+
+def _matmul_error(a, b):
+    return ValueError(
+        f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not aligned: the last dim of "
+        f"the left operand ({a.shape[-1]}) must equal the second-to-last dim of the right "
+        f"({b.shape[-2] if b.ndim > 1 else b.shape[0]}); transpose an operand (x.T / "
+        "x.transpose(-2, -1)) or fix the layer sizes"
+    )
+
+
+@register("matmul")
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for tensors of 2 or more dims; leading (batch) dims broadcast."""
+    if not isinstance(b, Tensor):
+        b = Tensor(b)
+    check_same(a, b, "matmul")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(
+            f"matmul: both operands need at least 2 dims, got shapes {tuple(a.shape)} and "
+            f"{tuple(b.shape)}; reshape a vector v to (1, n) or (n, 1) first"
+        )
+    if a.shape[-1] != b.shape[-2]:
+        raise _matmul_error(a, b)
+    try:
+        backend.np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+    except ValueError:
+        raise ValueError(
+            f"matmul: batch dims of {tuple(a.shape)} and {tuple(b.shape)} cannot be broadcast "
+            "together; the dims before the last two must be equal or 1"
+        ) from None
+    out = a.data @ b.data
+
+    def backward(g):
+        # d(AB)/dA = G B^T, d(AB)/dB = A^T G, then sum over broadcast batch dims
+        ga = unbroadcast(g @ b.data.swapaxes(-1, -2), a.shape) if a.requires_grad else None
+        gb = unbroadcast(a.data.swapaxes(-1, -2) @ g, b.shape) if b.requires_grad else None
+        return ga, gb
+    return Tensor._make(out, (a, b), backward, "matmul")
+
+
+@register("linear")
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b, with W stored (out, in) as in PyTorch and GPT-2 checkpoints.
+
+    All leading dims are flattened into one, so forward and backward are each a single
+    2-D matrix product (one BLAS call) rather than a loop of small ones.
+    """
+    check_same(x, weight, "linear")
+    n_in = weight.shape[1]
+    if x.shape[-1] != n_in:
+        raise ValueError(
+            f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features but the weight "
+            f"of shape {tuple(weight.shape)} expects {n_in} (weight is (out, in))"
+        )
+    lead = tuple(x.shape[:-1])
+    x2 = x.data.reshape(-1, n_in)                      # (N, in)
+    out = x2 @ weight.data.T                           # (N, out)
+    if bias is not None:
+        check_same(x, bias, "linear")
+        out += bias.data
+    out = out.reshape(lead + (weight.shape[0],))
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        g2 = g.reshape(-1, weight.shape[0])            # (N, out)
+        gx = (g2 @ weight.data).reshape(x.shape) if x.requires_grad else None
+        gw = g2.T @ x2 if weight.requires_grad else None   # (out, in)
+        if bias is None:
+            return gx, gw
+        gb = g2.sum(axis=0) if bias.requires_grad else None
+        return gx, gw, gb
+    return Tensor._make(out, parents, backward, "linear")

@@ -1,0 +1,300 @@
+"""Fused neural-network ops: one forward and one hand-derived backward each.
+
+Writing softmax, layer norm or attention as a chain of small ops would work -- autograd
+would differentiate it -- but every intermediate would be stored and every step would
+be a separate pass over memory. Fusing them keeps only what the backward needs and
+turns the backward into a few array expressions.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..tensor import Tensor
+from .registry import register
+from ._util import check_same, normalize_dim
+
+
+def _xp(t):
+    return backend.array_module(t.data if isinstance(t, Tensor) else t)
+
+
+# ------------------------------------------------------------------ softmax
+def _softmax(x, axis):
+    xp = backend.array_module(x)
+    # subtracting the max changes nothing mathematically but keeps exp() from overflowing
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+@register("softmax")
+def softmax(a: Tensor, dim: int = -1) -> Tensor:
+    """softmax(x)_i = exp(x_i) / sum_j exp(x_j), along ``dim``."""
+    d = normalize_dim(dim, a.ndim, "softmax")
+    y = _softmax(a.data, d)
+
+    def backward(g):  # dx = y * (g - sum(g * y))
+        return (y * (g - (g * y).sum(axis=d, keepdims=True)),)
+    return Tensor._make(y, (a,), backward, "softmax")
+
+
+def _log_softmax(x, axis):
+    xp = backend.array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@register("log_softmax")
+def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
+    """log softmax(x)_i = x_i - log sum_j exp(x_j), computed without overflow."""
+    d = normalize_dim(dim, a.ndim, "log_softmax")
+    xp = _xp(a)
+    y = _log_softmax(a.data, d)
+
+    def backward(g):  # dx = g - softmax(x) * sum(g)
+        return (g - xp.exp(y) * g.sum(axis=d, keepdims=True),)
+    return Tensor._make(y, (a,), backward, "log_softmax")
+
+
+# ------------------------------------------------------------ cross entropy
+@register("cross_entropy")
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """-log softmax(logits)[target], averaged over the targets that are not ``ignore_index``.
+
+    logits (N, C), targets (N,) integer class ids. Fused: the gradient is simply
+    (softmax(logits) - onehot(target)) / n_valid.
+    """
+    if isinstance(targets, Tensor):
+        targets = targets.data
+    xp = _xp(logits)
+    targets = xp.asarray(targets)
+    if logits.ndim != 2 or targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"cross_entropy: expected logits (N, C) and targets (N,), got logits {tuple(logits.shape)} "
+            f"and targets {tuple(targets.shape)}; for a language model flatten them with "
+            "logits.view(-1, logits.size(-1)) and targets.view(-1)"
+        )
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {targets.dtype}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    n, c = logits.shape
+    valid = targets != ignore_index
+    safe = xp.where(valid, targets, 0)
+    if targets.size and (int(safe.max()) >= c or int(safe.min()) < 0):
+        bad = int(safe.max()) if int(safe.max()) >= c else int(safe.min())
+        raise IndexError(
+            f"cross_entropy: target id {bad} is out of range for {c} classes; targets must be in "
+            f"[0, {c}) or equal ignore_index={ignore_index} (check the tokenizer's vocab_size)"
+        )
+    logp = _log_softmax(logits.data, 1)                  # (N, C)
+    rows = xp.arange(n)
+    picked = logp[rows, safe]                            # (N,)
+    losses = xp.where(valid, -picked, 0.0).astype(logits.dtype)
+    count = int(valid.sum())
+    if reduction == "mean":
+        # torch gives nan when every target is ignored; so do we
+        out = (losses.sum() / count if count else xp.asarray(float("nan"))).astype(logits.dtype)
+    elif reduction == "sum":
+        out = losses.sum()
+    else:
+        out = losses
+
+    def backward(g):
+        p = xp.exp(logp)                                 # softmax, (N, C)
+        p[rows, safe] -= 1.0
+        if reduction == "none":
+            scale = g * valid
+        else:
+            scale = (g / count if reduction == "mean" else g) * valid
+        p *= scale.astype(p.dtype)[:, None]
+        return (p,)
+    return Tensor._make(out, (logits,), backward, "cross_entropy")
+
+
+# ------------------------------------------------------------- normalisation
+def _norm_axes(x: Tensor, normalized_shape, op):
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(x.shape[x.ndim - k:]) != normalized_shape:
+        raise ValueError(
+            f"{op}: normalized_shape {normalized_shape} does not match the last dims of the input "
+            f"of shape {tuple(x.shape)}"
+        )
+    return tuple(range(x.ndim - k, x.ndim)), normalized_shape
+
+
+@register("layer_norm")
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dims (biased var)."""
+    axes, nshape = _norm_axes(x, normalized_shape, "layer_norm")
+    xp = _xp(x)
+    for p in (weight, bias):
+        if p is not None:
+            check_same(x, p, "layer_norm")
+    mu = x.data.mean(axis=axes, keepdims=True)
+    xc = x.data - mu
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat = xc * rstd                                    # normalised input, saved for backward
+    out = xhat * weight.data if weight is not None else xhat.copy()
+    if bias is not None:
+        out += bias.data
+    lead = tuple(range(x.ndim - len(nshape)))
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+
+    def backward(g):
+        gxhat = g * weight.data if weight is not None else g
+        # dx = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
+        gx = None
+        if x.requires_grad:
+            gx = gxhat - gxhat.mean(axis=axes, keepdims=True)
+            gx -= xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)
+            gx *= rstd
+        grads = [gx]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=lead) if weight.requires_grad else None)
+        if bias is not None:
+            grads.append(g.sum(axis=lead) if bias.requires_grad else None)
+        return tuple(grads)
+    return Tensor._make(out, parents, backward, "layer_norm")
+
+
+@register("rms_norm")
+def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
+    """y = x / sqrt(mean(x^2) + eps) * weight; eps defaults to the dtype's machine epsilon (torch)."""
+    axes, nshape = _norm_axes(x, normalized_shape, "rms_norm")
+    xp = _xp(x)
+    if eps is None:
+        eps = float(backend.np.finfo(x.dtype).eps)
+    if weight is not None:
+        check_same(x, weight, "rms_norm")
+    rstd = 1.0 / xp.sqrt((x.data * x.data).mean(axis=axes, keepdims=True) + eps)
+    xhat = x.data * rstd
+    out = xhat * weight.data if weight is not None else xhat
+    lead = tuple(range(x.ndim - len(nshape)))
+    parents = (x,) if weight is None else (x, weight)
+
+    def backward(g):
+        gxhat = g * weight.data if weight is not None else g
+        # dx = rstd * (gxhat - xhat * mean(gxhat * xhat))
+        gx = None
+        if x.requires_grad:
+            gx = (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * rstd
+        if weight is None:
+            return (gx,)
+        return gx, ((g * xhat).sum(axis=lead) if weight.requires_grad else None)
+    return Tensor._make(out, parents, backward, "rms_norm")
+
+
+# ----------------------------------------------------------------- embedding
+@register("embedding")
+def embedding(idx, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` picked by integer ids: out[..., :] = weight[idx[...], :].
+
+    Backward scatters: each row of the gradient is added to the row of its id, and an id
+    that occurs twice receives both (hence add.at, not assignment).
+    """
+    if isinstance(idx, Tensor):
+        idx = idx.data
+    xp = _xp(weight)
+    idx = xp.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {idx.dtype}")
+    v = weight.shape[0]
+    if idx.size and (int(idx.max()) >= v or int(idx.min()) < 0):
+        bad = int(idx.max()) if int(idx.max()) >= v else int(idx.min())
+        raise IndexError(
+            f"embedding: id {bad} is out of range for a table of {v} rows; ids must be in [0, {v}) "
+            "(is the model's vocab_size smaller than the tokenizer's?)"
+        )
+    out = weight.data[idx]
+
+    def backward(g):
+        gw = xp.zeros(weight.shape, dtype=g.dtype)
+        xp.add.at(gw, idx.reshape(-1), g.reshape(-1, weight.shape[1]))
+        return (gw,)
+    return Tensor._make(out, (weight,), backward, "embedding")
+
+
+# ------------------------------------------------------------------- dropout
+@register("dropout")
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    xp = _xp(x)
+    if p == 1.0:
+        mask = xp.zeros(x.shape, dtype=x.dtype)
+    else:
+        keep = backend.generator(x.device).random(x.shape) >= p
+        mask = keep.astype(x.dtype) * (1.0 / (1.0 - p))
+    out = x.data * mask
+
+    def backward(g):
+        return (g * mask,)
+    return Tensor._make(out, (x,), backward, "dropout")
+
+
+# ----------------------------------------------------------------- attention
+@register("scaled_dot_product_attention")
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale + mask) v, fused, with PyTorch's argument names.
+
+    q (..., L, E), k (..., S, E), v (..., S, Ev). ``is_causal`` lets position i attend to
+    positions <= i only. ``attn_mask``: boolean (True = may attend) or additive float.
+    """
+    for t in (k, v):
+        check_same(q, t, "scaled_dot_product_attention")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
+            "do not fit: q and k need the same last dim, k and v the same sequence length"
+        )
+    xp = _xp(q)
+    L, S = q.shape[-2], k.shape[-2]
+    if scale is None:
+        scale = 1.0 / float(q.shape[-1]) ** 0.5
+    scale = float(scale)
+    att = (q.data @ k.data.swapaxes(-1, -2)) * scale        # (..., L, S)
+    if is_causal:
+        causal = xp.triu(xp.ones((L, S), dtype=bool), k=1)  # True above the diagonal = future
+        att = xp.where(causal, -xp.inf, att).astype(q.dtype)
+    if attn_mask is not None:
+        m = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        if m.dtype == bool:
+            att = xp.where(m, att, -xp.inf).astype(q.dtype)
+        else:
+            att = att + m.astype(q.dtype)
+    p = _softmax(att, -1)                                    # attention weights
+    del att
+    if dropout_p > 0.0:
+        keep = backend.generator(q.device).random(p.shape) >= dropout_p
+        drop = keep.astype(q.dtype) * (1.0 / (1.0 - dropout_p))
+        pd = p * drop
+    else:
+        drop, pd = None, p
+    out = pd @ v.data                                        # (..., L, Ev)
+
+    def backward(g):
+        gv = pd.swapaxes(-1, -2) @ g if v.requires_grad else None
+        gp = g @ v.data.swapaxes(-1, -2)                     # d out / d p
+        if drop is not None:
+            gp *= drop
+        # softmax backward: gs = p * (gp - sum(gp * p))
+        gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))
+        gs *= scale
+        gq = gs @ k.data if q.requires_grad else None
+        gk = gs.swapaxes(-1, -2) @ q.data if k.requires_grad else None
+        return (_unb(gq, q.shape), _unb(gk, k.shape), _unb(gv, v.shape))
+    return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
+
+
+def _unb(g, shape):
+    from ._util import unbroadcast
+    return None if g is None else unbroadcast(g, shape)

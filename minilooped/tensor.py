@@ -1,0 +1,332 @@
+"""The Tensor and its reverse-mode automatic differentiation.
+
+A Tensor wraps an array (``.data``, NumPy or CuPy) and remembers how it was made: the
+tensors it came from (``_parents``) and a function (``_backward``) that turns the
+gradient of the loss with respect to this tensor into gradients with respect to those
+parents -- the chain rule, one op at a time. ``loss.backward()`` visits the graph in
+reverse topological order, so every tensor has received all of its gradient before it
+passes it on.
+
+The ops themselves live in ``minilooped/ops/``: each one computes its forward value and
+defines its backward right beside it, then calls ``Tensor._make``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from . import backend
+from .backend import np
+
+# ----------------------------------------------------------------- grad mode
+_grad_enabled = [True]
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no graph is recorded: for evaluation and optimiser updates."""
+    previous = _grad_enabled[0]
+    _grad_enabled[0] = False
+    try:
+        yield
+    finally:
+        _grad_enabled[0] = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    previous = _grad_enabled[0]
+    _grad_enabled[0] = True
+    try:
+        yield
+    finally:
+        _grad_enabled[0] = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled[0]
+
+
+_DEFAULT_DTYPE = backend.float32
+
+
+def _as_array(data, dtype=None):
+    """Turn lists, scalars and arrays into a backend array of a sensible dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.array_module(data)
+    if dtype is not None:
+        return xp.asarray(data, dtype=dtype)
+    if isinstance(data, (int, float, list, tuple)) and not isinstance(data, bool):
+        arr = np.asarray(data)
+        # Python floats become float32, as in PyTorch; Python ints stay integers.
+        if arr.dtype.kind == "f":
+            arr = arr.astype(_DEFAULT_DTYPE)
+        return arr
+    return xp.asarray(data)
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it.
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op",
+                 "_retain", "_freed", "__weakref__")
+    __array_priority__ = 1000  # so that `array * tensor` calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}; "
+                "pass float data, e.g. Tensor(x, dtype='float32', requires_grad=True)"
+            )
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self._op = ""
+        self._retain = False
+        self._freed = False
+
+    # ------------------------------------------------------------ graph building
+    @staticmethod
+    def _make(data, parents, backward, op: str) -> "Tensor":
+        """The output of an op: records parents and backward if a gradient is needed.
+
+        ``backward(g)`` receives the gradient of the output and returns one gradient
+        (or None) per parent, each of its parent's shape.
+        """
+        out = Tensor.__new__(Tensor)
+        out.data = data
+        out.grad = None
+        out._op = op
+        out._retain = False
+        out._freed = False
+        if _grad_enabled[0] and any(p.requires_grad for p in parents):
+            out.requires_grad = True
+            out._parents = parents
+            out._backward = backward
+        else:
+            out.requires_grad = False
+            out._parents = ()
+            out._backward = None
+        return out
+
+    # ----------------------------------------------------------------- backward
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Fill ``.grad`` of every leaf that requires it with d(self)/d(leaf).
+
+        Gradients accumulate (``+=``) into ``.grad``, as in PyTorch: call
+        ``optimizer.zero_grad()`` between steps. Unless ``retain_graph`` is True the
+        graph's saved arrays are released as soon as they are used, so activations
+        are freed during the backward pass rather than after it.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward(): this tensor does not require grad and has no graph; make sure "
+                "an input or parameter was created with requires_grad=True and that the "
+                "computation did not run under no_grad()"
+            )
+        xp = backend.array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {tuple(self.shape)} needs a gradient of the "
+                    "same shape: reduce it to a scalar first (e.g. loss.sum() or loss.mean()) "
+                    "or call backward(grad) with grad of that shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.data.dtype)
+            if tuple(grad.shape) != tuple(self.shape):
+                raise ValueError(
+                    f"backward(grad): grad has shape {tuple(grad.shape)} but the tensor has shape "
+                    f"{tuple(self.shape)}; pass a gradient of the tensor's shape"
+                )
+
+        order = self._topological_order()
+        grads = {id(self): grad}
+        for node in order:
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._retain or not node._parents:
+                node._accumulate(g)
+            if not node._parents:
+                continue
+            if node._backward is None:
+                raise RuntimeError(
+                    f"backward through the graph a second time: the saved values of op "
+                    f"'{node._op}' were freed by the first backward(). Call "
+                    "backward(retain_graph=True) the first time if you need to go back twice, "
+                    "or recompute the forward pass"
+                )
+            parent_grads = node._backward(g)
+            for parent, pg in zip(node._parents, parent_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                if key in grads:
+                    # out-of-place: pg may be a view of an array another op still holds
+                    grads[key] = grads[key] + pg
+                else:
+                    grads[key] = pg
+            if not retain_graph:
+                # dropping the closure frees the activations it saved
+                node._backward = None
+                node._freed = True
+
+    def _accumulate(self, g) -> None:
+        if g.dtype != self.data.dtype:
+            g = g.astype(self.data.dtype)
+        if self.grad is None:
+            # a copy: g may alias an array the graph (or the user) still holds
+            self.grad = g.copy() if g.shape == self.data.shape else g.reshape(self.data.shape).copy()
+        else:
+            self.grad += g
+
+    def _topological_order(self):
+        """Tensors that need a gradient, outputs before inputs (iterative DFS)."""
+        order, seen = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for p in node._parents:
+                if p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+        order.reverse()
+        return order
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this non-leaf tensor too (for teaching and debugging)."""
+        self._retain = True
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def detach(self) -> "Tensor":
+        """The same values, cut from the graph: no gradient flows back through it."""
+        return Tensor._make(self.data, (), None, "detach")
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
+        self.requires_grad = flag
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self._parents
+
+    # ----------------------------------------------------------------- attributes
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def T(self) -> "Tensor":
+        return self.transpose(-2, -1)
+
+    def size(self, dim=None):
+        return tuple(self.shape) if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {tuple(self.shape)}")
+        return self.data.reshape(()).item()
+
+    def numpy(self):
+        """The values as a NumPy array (copied from the GPU when on 'cuda')."""
+        return backend.to_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{dev}{grad})"
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError("the truth value of a tensor with more than one element is ambiguous; use .any() or .all() on .data")
+        return bool(self.data)
+
+    def __hash__(self):
+        return id(self)
+
+    # ------------------------------------------------------------ device & dtype
+    def to(self, target) -> "Tensor":
+        """``.to('cuda')`` / ``.to('cpu')`` moves; ``.to('float64')`` casts. Differentiable."""
+        if isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda"):
+            from .ops.shape import to_device
+            return to_device(self, target)
+        from .ops.elementwise import cast
+        return cast(self, backend.as_dtype(target))
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def float(self) -> "Tensor":
+        return self.to(backend.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(backend.float64)
+
+    def contiguous(self) -> "Tensor":
+        return self
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Like ``torch.tensor``: a new leaf tensor holding a copy of ``data``."""
+    arr = _as_array(data, dtype)
+    xp = backend.array_module(arr)
+    return Tensor(xp.array(arr, copy=True), requires_grad=requires_grad)
+
+
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """Wrap arrays and Python numbers; numbers take the dtype and device of ``like``."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and (isinstance(x, (int, float)) and not isinstance(x, bool)):
+        xp = backend.array_module(like.data)
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    return Tensor(x)
