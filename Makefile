@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 book: install
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 
+# The whole suite: unit tests, graders against the reference solutions (and, inside
+# tests/test_exercises_both_ways.py, against the untouched stubs), nbval on every chapter,
+# the warning-free book build and the browser check. Two workers, one file each at a time.
 test: install
 	bash scripts/setup_chromium.sh
-	$(PY) -m pytest
+	MINILOOPED_GRADE_TARGET=reference $(PY) -m pytest tests chapters -n 2 --dist loadfile \
+	    --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 clean:
 	rm -rf _build $(VENV)

@@ -102,6 +102,8 @@ class Tensor:
         (or None) per parent, each of its parent's shape.
         """
         out = Tensor.__new__(Tensor)
+        if isinstance(data, np.generic):  # NumPy reductions give scalars; keep 0-d arrays
+            data = np.asarray(data)
         out.data = data
         out.grad = None
         out._op = op
@@ -132,6 +134,12 @@ class Tensor:
                 "an input or parameter was created with requires_grad=True and that the "
                 "computation did not run under no_grad()"
             )
+        if self._freed:
+            raise RuntimeError(
+                f"backward through the graph a second time: op '{self._op}' was already "
+                "back-propagated and its saved values freed; call backward(retain_graph=True) "
+                "the first time, or recompute the forward pass"
+            )
         xp = backend.array_module(self.data)
         if grad is None:
             if self.data.size != 1:
@@ -149,23 +157,24 @@ class Tensor:
                     f"{tuple(self.shape)}; pass a gradient of the tensor's shape"
                 )
 
-        order = self._topological_order()
+        order = topological_order(self)
         grads = {id(self): grad}
-        for node in order:
+        for i, node in enumerate(order):
+            order[i] = None  # the list must not keep visited nodes alive
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._retain or not node._parents:
-                node._accumulate(g)
-            if not node._parents:
-                continue
-            if node._backward is None:
+            if node._freed:
                 raise RuntimeError(
                     f"backward through the graph a second time: the saved values of op "
                     f"'{node._op}' were freed by the first backward(). Call "
                     "backward(retain_graph=True) the first time if you need to go back twice, "
                     "or recompute the forward pass"
                 )
+            if node._retain or not node._parents:
+                node._accumulate(g)
+            if not node._parents:
+                continue
             parent_grads = node._backward(g)
             for parent, pg in zip(node._parents, parent_grads):
                 if pg is None or not parent.requires_grad:
@@ -176,12 +185,18 @@ class Tensor:
                     grads[key] = grads[key] + pg
                 else:
                     grads[key] = pg
+            del parent_grads, g
             if not retain_graph:
-                # dropping the closure frees the activations it saved
+                # Dropping the closure and the links to the parents frees the activations
+                # this op saved, and lets every intermediate tensor be collected as soon as
+                # the backward pass is past it (as PyTorch does).
                 node._backward = None
+                node._parents = ()
                 node._freed = True
 
     def _accumulate(self, g) -> None:
+        if isinstance(g, np.generic):
+            g = np.asarray(g)
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
         if self.grad is None:
@@ -189,25 +204,6 @@ class Tensor:
             self.grad = g.copy() if g.shape == self.data.shape else g.reshape(self.data.shape).copy()
         else:
             self.grad += g
-
-    def _topological_order(self):
-        """Tensors that need a gradient, outputs before inputs (iterative DFS)."""
-        order, seen = [], set()
-        stack = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            for p in node._parents:
-                if p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
-        order.reverse()
-        return order
 
     def retain_grad(self) -> "Tensor":
         """Keep ``.grad`` on this non-leaf tensor too (for teaching and debugging)."""
@@ -313,6 +309,34 @@ class Tensor:
 
     def contiguous(self) -> "Tensor":
         return self
+
+
+def topological_order(root: Tensor) -> list:
+    """The tensors ``root`` depends on that need a gradient, ``root`` first, every tensor
+    before its parents (the tensors it was computed from).
+
+    Depth-first search from ``root``: a tensor is appended once all its parents have
+    been, which lists inputs before outputs; reversing gives the order ``backward()``
+    needs, in which a tensor's gradient is complete before it is passed on. An explicit
+    stack instead of recursion, so a graph 100,000 ops deep does not hit Python's
+    recursion limit.
+    """
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:                 # second visit: all its parents are in ``order``
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in node._parents:
+            if p.requires_grad and id(p) not in seen:
+                stack.append((p, False))
+    order.reverse()
+    return order
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

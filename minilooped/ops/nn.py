@@ -11,6 +11,7 @@ from .. import backend
 from ..tensor import Tensor
 from .registry import register
 from ._util import check_same, normalize_dim
+from .linalg import mm
 
 
 def _xp(t):
@@ -142,24 +143,32 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
     out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
         out += bias.data
-    lead = tuple(range(x.ndim - len(nshape)))
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
-        gxhat = g * weight.data if weight is not None else g
-        # dx = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
-        gx = None
-        if x.requires_grad:
-            gx = gxhat - gxhat.mean(axis=axes, keepdims=True)
-            gx -= xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)
-            gx *= rstd
-        grads = [gx]
-        if weight is not None:
-            grads.append((g * xhat).sum(axis=lead) if weight.requires_grad else None)
-        if bias is not None:
-            grads.append(g.sum(axis=lead) if bias.requires_grad else None)
-        return tuple(grads)
+        gx, gw, gb = layer_norm_backward(g, xhat, rstd, None if weight is None else weight.data, axes)
+        return (gx,) + ((gw,) if weight is not None else ()) + ((gb,) if bias is not None else ())
     return Tensor._make(out, parents, backward, "layer_norm")
+
+
+def layer_norm_backward(g, xhat, rstd, weight, axes):
+    """Gradients (dx, dweight, dbias) of y = xhat * weight + bias, xhat = (x - mean) * rstd.
+
+    g and xhat have x's shape, rstd = 1 / sqrt(var + eps) has size 1 along ``axes`` (the
+    normalised dims), weight is None or of the normalised shape. With gxhat = g * weight:
+
+        dx      = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))   means over axes
+        dweight = sum(g * xhat),  dbias = sum(g)                             sums over the other dims
+
+    The two means are what the mean and the variance pass back: moving one x_i moves
+    the mean and the variance, hence every xhat_j of its row.
+    """
+    gxhat = g * weight if weight is not None else g
+    gx = gxhat - gxhat.mean(axis=axes, keepdims=True)
+    gx -= xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)
+    gx *= rstd
+    lead = tuple(i for i in range(g.ndim) if i not in axes)
+    return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
 
 
 @register("rms_norm")
@@ -213,10 +222,21 @@ def embedding(idx, weight: Tensor) -> Tensor:
     out = weight.data[idx]
 
     def backward(g):
-        gw = xp.zeros(weight.shape, dtype=g.dtype)
-        xp.add.at(gw, idx.reshape(-1), g.reshape(-1, weight.shape[1]))
-        return (gw,)
+        return (embedding_backward(g, idx, v),)
     return Tensor._make(out, (weight,), backward, "embedding")
+
+
+def embedding_backward(g, idx, num_embeddings):
+    """dL/dweight for out = weight[idx]: g (*idx.shape, D) scattered into (num_embeddings, D).
+
+    Row r of the result is the sum of g[pos] over every position pos with idx[pos] == r
+    (zero for ids that do not occur); ``add.at`` accumulates repeated ids, where
+    ``gw[idx] += g`` would keep only one of them.
+    """
+    xp = backend.array_module(g)
+    gw = xp.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
+    xp.add.at(gw, idx.reshape(-1), g.reshape(-1, g.shape[-1]))
+    return gw
 
 
 # ------------------------------------------------------------------- dropout
@@ -261,7 +281,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
     scale = float(scale)
-    att = (q.data @ k.data.swapaxes(-1, -2)) * scale        # (..., L, S)
+    att = mm(q.data, k.data.swapaxes(-1, -2)) * scale        # (..., L, S)
     if is_causal:
         causal = xp.triu(xp.ones((L, S), dtype=bool), k=1)  # True above the diagonal = future
         att = xp.where(causal, -xp.inf, att).astype(q.dtype)
@@ -279,18 +299,18 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         pd = p * drop
     else:
         drop, pd = None, p
-    out = pd @ v.data                                        # (..., L, Ev)
+    out = mm(pd, v.data)                                       # (..., L, Ev)
 
     def backward(g):
-        gv = pd.swapaxes(-1, -2) @ g if v.requires_grad else None
-        gp = g @ v.data.swapaxes(-1, -2)                     # d out / d p
+        gv = mm(pd.swapaxes(-1, -2), g) if v.requires_grad else None
+        gp = mm(g, v.data.swapaxes(-1, -2))                    # d out / d p
         if drop is not None:
             gp *= drop
         # softmax backward: gs = p * (gp - sum(gp * p))
         gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))
         gs *= scale
-        gq = gs @ k.data if q.requires_grad else None
-        gk = gs.swapaxes(-1, -2) @ q.data if k.requires_grad else None
+        gq = mm(gs, k.data) if q.requires_grad else None
+        gk = mm(gs.swapaxes(-1, -2), q.data) if k.requires_grad else None
         return (_unb(gq, q.shape), _unb(gk, k.shape), _unb(gv, v.shape))
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m minilooped.bench ops` and `python -m minilooped.bench train`."""

@@ -1,0 +1,18 @@
+"""`python -m minilooped.bench ops|train`: the project's speed and memory benchmarks."""
+import sys
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("ops", "train"):
+        raise SystemExit("usage: python -m minilooped.bench ops|train [options]  (add -h for the options)")
+    which, rest = argv[0], argv[1:]
+    if which == "ops":
+        from .ops import main as run
+    else:
+        from .train import main as run
+    run(rest)
+
+
+if __name__ == "__main__":
+    main()
