@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 book: install
-	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+	$(VENV)/bin/jupyter-book build . --all --warningiserror --nitpick --keep-going
 
 # The whole suite: unit tests, graders against the reference solutions (and, inside
 # tests/test_exercises_both_ways.py, against the untouched stubs), nbval on every chapter,
