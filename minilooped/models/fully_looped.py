@@ -1,0 +1,63 @@
+"""Fully Looped Transformer (Fu et al., arXiv 2605.18797).
+
+NumPy core; the PyTorch mirror minilooped/torch/models/fully_looped.py reads line by line alike.
+
+All L blocks are looped K = n_loops times; n(.) is parameter-free RMSNorm and E the
+token + position embeddings. As in the authors' code (papers.md, section 2):
+
+    loop 1:     x = n(E);  for each layer l: x += Attn_l(x); x += MLP_l(x);  h^1 = n(x)
+    loop k > 1: the residual stream RESTARTS at x = n(E), and at EVERY layer the
+                attention's queries come from the previous loop's output:
+                x += Attn_l(Q = W_q h^{k-1}, K = W_k x, V = W_v x);  x += MLP_l(x);  h^k = n(x)
+    logits from h^K.
+
+Two baselines of their code, through config.injection:
+    "none"      LT:   x = h^{k-1}           (plain re-feed, no restart)
+    "additive"  LT_i: x = n(E + h^{k-1})    (additive input injection)
+Their LT_ia (query injection at layer 0 only) is not built here.
+
+The loss is taken on the readouts h^k of the last loop (loss_loops="last", their
+default), of the last third of the loops (the last ceil(K/3), the course's reading),
+or of all loops, and averaged.
+
+The course keeps GPT-2's parts, unlike the authors (RoPE, QK-norm, ReLU^2, no biases):
+each block keeps its LayerNorms with parameters, GELU, biases, and the model its learned
+position embeddings; only the loop boundaries use the parameter-free RMSNorm n(.).
+"Attn(n x)" becomes the block's own Attn(ln_1 x), and the injected queries are
+W_q ln_1(h^{k-1}) with the same layer's ln_1 (course's choice; attention.py, block.py).
+Their logit soft-cap 15 tanh(z / 15) is left out: GPT-2 has none.
+"""
+import math
+
+import minilooped.functional as F
+
+from .trunk import Trunk
+
+
+def norm(x):
+    """n(x): parameter-free RMSNorm, x / sqrt(mean(x^2) + eps), eps = the dtype's epsilon."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class FullyLooped(Trunk):
+    def forward(self, x, blocks, n_loops=None):
+        c = self.config
+        n = self.loop_count(n_loops)
+        e = x  # E: token + position embeddings (B, T, C)
+        h = None  # h^{k-1}, the previous loop's output
+        readouts = []
+        for k in range(n):
+            if h is None or c.injection == "attention":
+                x = norm(e)  # the stream restarts: x = n(E)
+            elif c.injection == "none":
+                x = h  # LT: x = h^{k-1}
+            else:
+                x = norm(e + h)  # LT_i: x = n(E + h^{k-1})
+            xq = h if c.injection == "attention" else None  # queries from h^{k-1}; None in loop 1
+            for block in blocks:
+                x = block(x, xq)  # (B, T, C)
+            self.record(x)
+            h = norm(x)  # h^k = n(x)
+            readouts.append(h)
+        keep = {"last": 1, "last_third": math.ceil(n / 3), "all": n}[c.loss_loops]
+        return readouts[-keep:]

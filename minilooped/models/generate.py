@@ -1,0 +1,54 @@
+"""Autoregressive sampling.
+
+NumPy core; the PyTorch mirror minilooped/torch/models/generate.py reads line by line alike.
+
+As nanoGPT's GPT.generate: crop the context to block_size, take the last position's
+logits, divide by the temperature, keep the top_k, sample, append, repeat. The sampling
+itself runs on the host in float64 with a NumPy Generator (``sample``, the same text in
+both implementations), so the core and the mirror draw the same tokens from the same
+logits and the same seed. temperature=0 picks the argmax (greedy decoding).
+
+``seed`` also seeds the framework's RNG (ml.manual_seed here), which Parcae's random
+initial state draws from, so a seeded generation repeats exactly. Token ids are NumPy
+int64 arrays (B, T) on the host, as the core takes them.
+"""
+import minilooped as ml
+from minilooped.backend import np
+
+
+def sample(logits, temperature, top_k, rng):
+    """Next tokens (B, 1) int64 from last-position logits (B, vocab), a float64 array."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)[:, None]
+    logits = logits / temperature
+    if top_k is not None:
+        kth = np.sort(logits, axis=-1)[:, -min(top_k, logits.shape[-1])][:, None]  # (B, 1)
+        logits = np.where(logits < kth, -np.inf, logits)  # keep the top_k
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = probs / probs.sum(axis=-1, keepdims=True)  # softmax (B, vocab)
+    u = rng.random((logits.shape[0], 1))  # one uniform per row
+    idx = (probs.cumsum(axis=-1) < u).sum(axis=-1, keepdims=True)  # inverse CDF (B, 1)
+    return np.minimum(idx, logits.shape[-1] - 1).astype(np.int64)
+
+
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None, **forward_kwargs):
+    """idx (B, T) int64 -> (B, T + max_new_tokens), the model in eval mode meanwhile."""
+    idx = np.asarray(idx.numpy() if isinstance(idx, ml.Tensor) else idx, dtype=np.int64)
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy).")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1 (or None for no cut).")
+    rng = np.random.default_rng(seed)
+    if seed is not None:
+        ml.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    with ml.no_grad():
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -model.config.block_size:]  # crop the context to block_size
+            logits, _ = model(idx_cond, **forward_kwargs)  # (B, T, vocab)
+            logits = logits[:, -1, :].detach().cpu().double().numpy()  # (B, vocab)
+            idx_next = sample(logits, temperature, top_k, rng)  # (B, 1)
+            idx = np.concatenate((idx, idx_next), axis=1)  # (B, T + 1)
+    model.train(was_training)
+    return idx

@@ -1,0 +1,116 @@
+"""Parcae, a stable looped LM (Prairie et al., arXiv 2604.12946).
+
+PyTorch mirror of the NumPy core's minilooped/models/parcae.py, line by line alike.
+
+Looping as a dynamical system over the residual stream (papers.md, section 5):
+
+    e       = norm(P(x))                          prelude P = h[:n_prelude], then ln_prelude
+    h_0     ~ truncated normal (or zeros)
+    h_{t+1} = R(A_bar h_t + B_bar e)              R = the recurrent blocks, t = 0 .. T-1
+    output  = coda(C h_T), then ln_f and the tied head (gpt.py)
+
+    A = -diag(exp(a)),  Delta = softplus(dt_bias)      (both per channel)
+    A_bar = exp(Delta A) = exp(-Delta exp(a))          (zero-order hold: every entry in (0, 1))
+    B_bar = Delta B                                    (Euler)
+
+A_bar is diagonal with entries in (0, 1) whatever a and dt_bias are, so its spectral
+radius is below 1: the linearised recurrence cannot blow up. (In floating point an entry
+rounds to 1 once Delta exp(a) drops below half the dtype's epsilon: in float64 when a and
+dt_bias are both below about -18, in float32 below about -8.)
+
+Initialisation (the public Parcae code, parcae_lm/models/parcae/init.py, as stored in
+github.com/minchoCoin/parcae): a = 0, Delta with exp(-Delta) = sqrt(1/5) ~ 0.447,
+B = I, C = I.
+
+Training: T ~ max(1, Poisson(n_loops)) (``sample_loops``, then ``model(idx, n_loops=T)``)
+and only the last min(T, backprop_loops) loops carry gradients (truncated backprop);
+the first ones run under no_grad. Truncation happens in train mode only. The authors
+sample T per sequence; the course samples one T per batch (their code's "per-batch"
+mode), which keeps the batch one tensor.
+
+Course's choices: ln_prelude is GPT-2's LayerNorm (theirs is their config's Norm class);
+h_0 "normal" is their "like-init": a normal of std 0.02 truncated at 3 std.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .trunk import Trunk
+
+H0_STD = 0.02  # std of the "normal" initial state: the embeddings' init std
+
+
+class Injection(nn.Module):
+    """u = A_bar h + B_bar e, with A_bar = exp(-softplus(dt_bias) exp(a)), B_bar = Delta B."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(config.n_embd))  # A = -exp(a)
+        self.dt_bias = nn.Parameter(torch.zeros(config.n_embd))  # Delta = softplus(dt_bias)
+        self.B = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def init_weights(self):
+        delta = -math.log(math.sqrt(1 / 5))  # exp(-Delta) = sqrt(1/5)
+        nn.init.zeros_(self.a)  # A = -1
+        nn.init.constant_(self.dt_bias, delta + math.log(-math.expm1(-delta)))  # softplus^-1(Delta)
+        nn.init.eye_(self.B.weight)  # B = I
+
+    def A_bar(self):
+        """The diagonal of A_bar (C,): exp(Delta A) = exp(-softplus(dt_bias) exp(a))."""
+        return (-F.softplus(self.dt_bias) * self.a.exp()).exp()
+
+    def forward(self, h, e):
+        delta = F.softplus(self.dt_bias)  # Delta (C,)
+        A_bar = (-delta * self.a.exp()).exp()  # (C,)
+        return A_bar * h + delta * self.B(e)  # A_bar h + Delta B e: (B, T, C)
+
+
+class Parcae(Trunk):
+    def __init__(self, config):
+        super().__init__(config)
+        self.ln_prelude = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.injection = Injection(config)
+        self.C = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def init_weights(self):
+        self.injection.init_weights()
+        nn.init.eye_(self.C.weight)  # C = I
+
+    def sample_loops(self, rng):
+        """Training loop count T ~ max(1, Poisson(n_loops)) from a NumPy Generator ``rng``."""
+        return max(1, int(rng.poisson(self.config.n_loops)))
+
+    def initial_state(self, e):
+        """h_0 like e (B, T, C): zeros, or a normal of std H0_STD truncated at 3 std."""
+        if self.config.h0 == "zeros":
+            return torch.zeros_like(e)
+        h = torch.zeros_like(e).detach()
+        return nn.init.trunc_normal_(h, mean=0.0, std=H0_STD, a=-3 * H0_STD, b=3 * H0_STD)
+
+    def step(self, h, e, blocks):
+        """One loop: h <- R(A_bar h + B_bar e)."""
+        h = self.injection(h, e)  # (B, T, C)
+        for i in range(self.config.loop_start, self.config.loop_end):
+            h = blocks[i](h)  # R, the recurrent blocks: (B, T, C)
+        self.record(h)
+        return h
+
+    def forward(self, x, blocks, n_loops=None, h0=None):
+        c = self.config
+        for i in range(c.loop_start):  # prelude P
+            x = blocks[i](x)  # (B, T, C)
+        e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
+        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
+        n = self.loop_count(n_loops)
+        k = min(n, c.backprop_loops) if self.training else n  # loops that carry gradients
+        with torch.no_grad():
+            for _ in range(n - k):
+                h = self.step(h, e, blocks)
+        for _ in range(k):
+            h = self.step(h, e, blocks)
+        x = self.C(h)  # C h_T: (B, T, C)
+        for i in range(c.loop_end, c.n_layer):  # coda
+            x = blocks[i](x)  # (B, T, C)
+        return [x]
