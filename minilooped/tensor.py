@@ -293,7 +293,7 @@ class Tensor:
             from .ops.shape import to_device
             return to_device(self, target)
         from .ops.elementwise import cast
-        return cast(self, backend.as_dtype(target))
+        return cast(self, _target_dtype(target))
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
@@ -337,6 +337,17 @@ def topological_order(root: Tensor) -> list:
                 stack.append((p, False))
     order.reverse()
     return order
+
+
+def _target_dtype(target):
+    """The dtype of a ``.to(target)`` that is not a device, or an error naming both kinds."""
+    try:
+        return backend.as_dtype(target)
+    except TypeError:
+        raise ValueError(
+            f"to({target!r}): not a device nor a dtype; use a device ('cpu', 'cuda') or a dtype "
+            "('float32', 'float64', ml.float32, ...)"
+        ) from None
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

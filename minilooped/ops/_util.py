@@ -31,12 +31,30 @@ def operand(x, like: Tensor, op: str) -> Tensor:
     if isinstance(x, bool) or isinstance(x, (int, float)):
         xp = backend.array_module(like.data)
         dtype = like.dtype if like.dtype.kind == "f" else None
+        if dtype is None and isinstance(x, float):
+            dtype = backend.float32  # int tensor * 0.5 is float32, as in torch (not NumPy's float64)
         return Tensor(xp.asarray(x, dtype=dtype))
     t = Tensor(x)
     if t.dtype.kind in "iub" and like.dtype.kind == "f":
         t = Tensor(t.data.astype(like.dtype))
     check_same(like, t, op)
     return t
+
+
+def operands(a: Tensor, b, op: str):
+    """Both operands of a binary op as Tensors that combine without a silent upcast.
+
+    NumPy promotes int64 with float32 to float64, which would quietly turn a float32 model
+    float64 (twice the memory, half the speed). torch keeps the floating operand's dtype,
+    and so do we: an integer or boolean operand (a mask, ids) is cast to it. It has no
+    gradient, so nothing is lost.
+    """
+    b = operand(b, a, op)
+    if a.dtype.kind in "iub" and b.dtype.kind == "f":
+        a = Tensor(a.data.astype(b.dtype))
+    elif b.dtype.kind in "iub" and a.dtype.kind == "f":
+        b = Tensor(b.data.astype(a.dtype))
+    return a, b
 
 
 def check_same(a: Tensor, b: Tensor, op: str) -> None:
@@ -67,7 +85,8 @@ def broadcast_shape(a, b, op: str):
 
 def normalize_dim(dim: int, ndim: int, op: str) -> int:
     if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions")
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions; "
+                         f"use a dim in [{-max(ndim, 1)}, {max(ndim, 1) - 1}] (negative dims count from the end)")
     return dim % max(ndim, 1)
 
 

@@ -10,7 +10,7 @@ import math
 from .. import backend
 from ..tensor import Tensor
 from .registry import register
-from ._util import broadcast_shape, operand, unbroadcast
+from ._util import broadcast_shape, operand, operands, unbroadcast
 
 
 def _xp(t: Tensor):
@@ -20,7 +20,7 @@ def _xp(t: Tensor):
 # ---------------------------------------------------------------- arithmetic
 @register("add")
 def add(a: Tensor, b) -> Tensor:
-    b = operand(b, a, "add")
+    a, b = operands(a, b, "add")
     broadcast_shape(a, b, "add")
     out = a.data + b.data
 
@@ -31,7 +31,7 @@ def add(a: Tensor, b) -> Tensor:
 
 @register("sub")
 def sub(a: Tensor, b) -> Tensor:
-    b = operand(b, a, "sub")
+    a, b = operands(a, b, "sub")
     broadcast_shape(a, b, "sub")
     out = a.data - b.data
 
@@ -42,7 +42,7 @@ def sub(a: Tensor, b) -> Tensor:
 
 @register("mul")
 def mul(a: Tensor, b) -> Tensor:
-    b = operand(b, a, "mul")
+    a, b = operands(a, b, "mul")
     broadcast_shape(a, b, "mul")
     out = a.data * b.data
 
@@ -55,7 +55,7 @@ def mul(a: Tensor, b) -> Tensor:
 
 @register("div")
 def div(a: Tensor, b) -> Tensor:
-    b = operand(b, a, "div")
+    a, b = operands(a, b, "div")
     broadcast_shape(a, b, "div")
     out = a.data / b.data
 
@@ -73,16 +73,21 @@ def pow(a: Tensor, b) -> Tensor:  # noqa: A001  (the name of the op)
         out = a.data ** p
 
         def backward(g):  # d(a^p)/da = p a^(p-1)
+            if p == 0.0:  # a^0 = 1 is constant; 0 * 0^-1 would give nan at a = 0 (torch: 0)
+                return (g * 0.0,)
             return (g * (p * a.data ** (p - 1.0)),)
         return Tensor._make(out, (a,), backward, "pow")
-    b = operand(b, a, "pow")
+    a, b = operands(a, b, "pow")
     broadcast_shape(a, b, "pow")
     out = a.data ** b.data
 
-    def backward_t(g):  # d(a^b)/db = a^b log a
+    def backward_t(g):  # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log a
         xp = _xp(a)
-        ga = unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape) if a.requires_grad else None
-        gb = unbroadcast(g * out * xp.log(a.data), b.shape) if b.requires_grad else None
+        ga = gb = None
+        if a.requires_grad:  # where b = 0, a^b = 1 is constant: 0, not 0 * 0^-1 = nan (torch)
+            ga = unbroadcast(xp.where(b.data == 0, 0.0, g * b.data * a.data ** (b.data - 1)), a.shape)
+        if b.requires_grad:  # at a = 0 (b >= 0) a^b log a -> 0, not 0 * log 0 = nan (torch)
+            gb = unbroadcast(g * out * xp.log(xp.where(a.data == 0, 1.0, a.data)), b.shape)
         return ga, gb
     return Tensor._make(out, (a, b), backward_t, "pow")
 
@@ -117,9 +122,14 @@ def log(a: Tensor) -> Tensor:
 def tanh(a: Tensor) -> Tensor:
     out = _xp(a).tanh(a.data)
 
-    def backward(g):  # 1 - tanh^2
-        return (g * (1.0 - out * out),)
+    def backward(g):
+        return (tanh_backward(g, out),)
     return Tensor._make(out, (a,), backward, "tanh")
+
+
+def tanh_backward(g, out):
+    """dL/da for out = tanh(a), from the output alone: g * (1 - out^2), since tanh' = 1 - tanh^2."""
+    return g * (1.0 - out * out)
 
 
 @register("sqrt")
@@ -223,10 +233,17 @@ def where(cond, a, b) -> Tensor:
         if not isinstance(b, Tensor):
             raise TypeError("where(cond, a, b): at least one of a and b must be a Tensor")
         a = operand(a, b, "where")
-    b = operand(b, a, "where")
+    a, b = operands(a, b, "where")
     c = _condition(cond)
     xp = _xp(a)
-    out = xp.where(c, a.data, b.data)
+    try:
+        out = xp.where(c, a.data, b.data)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {tuple(c.shape)}, a {tuple(a.shape)} and b {tuple(b.shape)} cannot be "
+            "broadcast together: aligned from the right, each size must be equal or 1; reshape or "
+            "unsqueeze one of them"
+        ) from None
     zero = xp.zeros((), dtype=out.dtype)
 
     def backward(g):

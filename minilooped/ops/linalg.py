@@ -77,6 +77,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     2-D matrix product (one BLAS call) rather than a loop of small ones.
     """
     check_same(x, weight, "linear")
+    if weight.ndim != 2:  # else weight.shape[1] fails with a bare "tuple index out of range"
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
     n_in = weight.shape[1]
     if x.shape[-1] != n_in:
         raise ValueError(

@@ -33,9 +33,19 @@ def softmax(a: Tensor, dim: int = -1) -> Tensor:
     d = normalize_dim(dim, a.ndim, "softmax")
     y = _softmax(a.data, d)
 
-    def backward(g):  # dx = y * (g - sum(g * y))
-        return (y * (g - (g * y).sum(axis=d, keepdims=True)),)
+    def backward(g):
+        return (softmax_backward(g, y, d),)
     return Tensor._make(y, (a,), backward, "softmax")
+
+
+def softmax_backward(g, y, axis):
+    """dL/dx for y = softmax(x) along ``axis``, from the output y and g = dL/dy.
+
+    The Jacobian is J_ij = y_i (delta_ij - y_j); its vector-Jacobian product never needs J:
+
+        dx = y * (g - sum_j g_j y_j)          the sum along ``axis``, kept for broadcasting
+    """
+    return y * (g - (g * y).sum(axis=axis, keepdims=True))
 
 
 def _log_softmax(x, axis):
@@ -306,8 +316,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         gp = mm(g, v.data.swapaxes(-1, -2))                    # d out / d p
         if drop is not None:
             gp *= drop
-        # softmax backward: gs = p * (gp - sum(gp * p))
-        gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))
+        gs = softmax_backward(gp, p, -1)
         gs *= scale
         gq = mm(gs, k.data) if q.requires_grad else None
         gk = mm(gs.swapaxes(-1, -2), q.data) if k.requires_grad else None

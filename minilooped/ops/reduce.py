@@ -73,8 +73,12 @@ def var(a: Tensor, dim=None, keepdim: bool = False, unbiased: bool = True, corre
     denom = builtins_max(n - correction, 0)
     out = (centred * centred).sum(axis=axes, keepdims=keepdim) / denom
 
+    # N <= correction (one element, unbiased): the variance is undefined, nan as in torch;
+    # 2.0 / 0 in Python would raise ZeroDivisionError in the middle of backward()
+    k = 2.0 / denom if denom else float("nan")
+
     def backward(g):  # d var / dx_i = 2 (x_i - mean) / (N - correction)
-        return (_expand(g, a.shape, axes, keepdim) * centred * (2.0 / denom),)
+        return (_expand(g, a.shape, axes, keepdim) * centred * k,)
     return Tensor._make(out, (a,), backward, "var")
 
 

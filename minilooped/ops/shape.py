@@ -46,7 +46,8 @@ def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
 def permute(a: Tensor, *dims) -> Tensor:
     dims = tuple(normalize_dim(d, a.ndim, "permute") for d in _shape_arg(dims))
     if sorted(dims) != list(range(a.ndim)):
-        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dimensions")
+        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dimensions of a tensor of "
+                         f"shape {tuple(a.shape)}; name each dim 0..{a.ndim - 1} exactly once")
     out = a.data.transpose(dims)
     inverse = [0] * len(dims)
     for i, d in enumerate(dims):
@@ -133,7 +134,8 @@ def stack(tensors, dim: int = 0) -> Tensor:
     d = normalize_dim(dim, first.ndim + 1, "stack")
     for t in tensors[1:]:
         if tuple(t.shape) != tuple(first.shape):
-            raise ValueError(f"stack: all tensors must have one shape, got {tuple(first.shape)} and {tuple(t.shape)}")
+            raise ValueError(f"stack: all tensors must have one shape, got {tuple(first.shape)} and {tuple(t.shape)}; "
+                             "to join along an existing dim where sizes differ, use cat")
         _check_joinable(first, t, -1, "stack")
     xp = backend.array_module(first.data)
     out = xp.stack([t.data for t in tensors], axis=d)
@@ -156,7 +158,8 @@ def split(a: Tensor, split_size_or_sections, dim: int = 0):
     else:
         sizes = list(split_size_or_sections)
         if sum(sizes) != n:
-            raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, but dim {d} has size {n}")
+            raise ValueError(f"split: sizes {sizes} add up to {sum(sizes)}, but dim {d} of shape {tuple(a.shape)} "
+                             f"has size {n}; give sizes that add up to {n}, or one int for equal pieces")
     pieces, start = [], 0
     for s in sizes:
         idx = (slice(None),) * d + (slice(start, start + s),)

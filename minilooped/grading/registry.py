@@ -1,0 +1,166 @@
+"""Every graded exercise of the course, in one list.
+
+An exercise is a function (or a small class) of ``exercises/chNN_*.py`` that the student
+writes. Its reference solution is the library's own function of exactly the same
+signature, so the graders can run either: the student's stub (the default) or the
+reference, which CI uses to prove every grader passes on a correct solution. The two are
+named by strings and imported only when a grader asks for them: the library never
+imports ``exercises/``.
+
+    python -m minilooped.grade 1          grade chapter 1 (see minilooped/grade.py)
+    pytest tests/graders -m ex1_2         run one exercise's grader
+
+A new chapter's exercises: (1) its line in CHAPTERS and its Exercise entries below;
+(2) exercises/chNN_name.py, a stub per exercise with the reference's exact signature, a
+docstring "Exercise N.M -- ..." stating the task, and a body raising NotImplementedError
+(a class stub subclasses the library's class and overrides the methods to write);
+(3) tests/graders/test_chNN.py, tests marked @pytest.mark.exN_M that take the ``impl``
+fixture. tests/test_exercises_both_ways.py then checks that every grader passes on the
+reference and fails on the stub, and that the signatures agree.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+TARGETS = ("student", "reference")
+TARGET_ENV = "MINILOOPED_GRADE_TARGET"
+
+# Chapter number -> (title, stub module). A chapter without exercises yet is absent.
+CHAPTERS: dict[int, tuple[str, str]] = {
+    1: ("Autograd from scratch", "exercises.ch01_autograd"),
+    2: ("Building blocks and training", "exercises.ch02_building_blocks"),
+    3: ("Tokens and data", "exercises.ch03_tokens"),
+    4: ("GPT-2", "exercises.ch04_gpt2"),
+}
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: ``id`` is also its pytest marker (``pytest -m ex1_2``)."""
+
+    id: str          # "ex{chapter}_{n}"
+    title: str
+    points: int
+    name: str        # the stub's name in the chapter's module, e.g. "unbroadcast"
+    reference: str   # "package.module:name" of the library's solution
+    method: str = ""  # for a class: the method(s) to write, e.g. "forward"
+
+    @property
+    def chapter(self) -> int:
+        return int(self.id[2:].split("_")[0])
+
+    @property
+    def stub(self) -> str:
+        return f"{CHAPTERS[self.chapter][1]}:{self.name}"
+
+    @property
+    def stub_file(self) -> str:
+        """Where the student writes it, relative to the repository root."""
+        return CHAPTERS[self.chapter][1].replace(".", "/") + ".py"
+
+    @property
+    def where(self) -> str:
+        """"exercises/ch04_gpt2.py::Block.forward": what to fill in."""
+        return f"{self.stub_file}::{self.name}" + (f".{self.method}" if self.method else "")
+
+
+EXERCISES: list[Exercise] = [
+    # Chapter 1: autograd from scratch
+    Exercise("ex1_1", "tanh's backward rule", 1,
+             "tanh_backward", "minilooped.ops.elementwise:tanh_backward"),
+    Exercise("ex1_2", "Unbroadcasting a gradient", 2,
+             "unbroadcast", "minilooped.ops._util:unbroadcast"),
+    Exercise("ex1_3", "Backward of a batched matmul", 2,
+             "matmul_backward", "minilooped.ops.linalg:matmul_backward"),
+    Exercise("ex1_4", "Topological order of the graph", 3,
+             "topological_order", "minilooped.tensor:topological_order"),
+    Exercise("ex1_5", "Softmax backward without the Jacobian", 2,
+             "softmax_backward", "minilooped.ops.nn:softmax_backward"),
+    # Chapter 2: building blocks and training
+    Exercise("ex2_1", "Embedding backward: scatter-add", 1,
+             "embedding_backward", "minilooped.ops.nn:embedding_backward"),
+    Exercise("ex2_2", "Fused layer-norm backward", 3,
+             "layer_norm_backward", "minilooped.ops.nn:layer_norm_backward"),
+    Exercise("ex2_3", "A numerically stable log-softmax", 2,
+             "log_softmax", "minilooped.ops.nn:log_softmax"),
+    Exercise("ex2_4", "AdamW's update", 3,
+             "AdamW", "minilooped.optim.adamw:AdamW", "step"),
+    Exercise("ex2_5", "Warmup + cosine learning-rate schedule", 1,
+             "warmup_cosine", "minilooped.optim.lr_schedule:warmup_cosine"),
+    # Chapter 3: tokens and data
+    Exercise("ex3_1", "BPE: count adjacent pairs", 1,
+             "get_stats", "minilooped.data.tokenizers.bpe:get_stats"),
+    Exercise("ex3_2", "BPE: one merge step", 2,
+             "merge", "minilooped.data.tokenizers.bpe:merge"),
+    Exercise("ex3_3", "BPE: encode by replaying the merges", 2,
+             "BPETokenizer", "minilooped.data.tokenizers.bpe:BPETokenizer", "_encode_chunk"),
+    Exercise("ex3_4", "A character tokenizer", 1,
+             "CharTokenizer", "minilooped.data.tokenizers.char:CharTokenizer"),
+    Exercise("ex3_5", "Random training windows from a memmap", 2,
+             "get_batch", "minilooped.data.batches:get_batch"),
+    # Chapter 4: GPT-2
+    Exercise("ex4_1", "Causal scaled dot-product attention", 3,
+             "scaled_dot_product_attention", "minilooped.ops.nn:scaled_dot_product_attention"),
+    Exercise("ex4_2", "Multi-head causal self-attention", 3,
+             "CausalSelfAttention", "minilooped.models.attention:CausalSelfAttention", "forward"),
+    Exercise("ex4_3", "The transformer block", 2,
+             "Block", "minilooped.models.block:Block", "forward"),
+    Exercise("ex4_4", "Training FLOPs per token", 2,
+             "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+]
+
+BY_ID = {ex.id: ex for ex in EXERCISES}
+
+
+def get(exercise_id: str) -> Exercise:
+    try:
+        return BY_ID[exercise_id]
+    except KeyError:
+        raise KeyError(f"no exercise {exercise_id!r}; the exercises are {', '.join(BY_ID)}") from None
+
+
+def chapter_exercises(chapter: int) -> list[Exercise]:
+    return [ex for ex in EXERCISES if ex.chapter == chapter]
+
+
+def repo_root() -> Path:
+    """The clone that holds ``exercises/``: the one this package lives in (an editable
+    install, ``make install``), else the current directory."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "exercises").is_dir() else Path.cwd()
+
+
+def current_target() -> str:
+    target = os.environ.get(TARGET_ENV, "student")
+    if target not in TARGETS:
+        raise ValueError(f"{TARGET_ENV}={target!r}: must be one of {', '.join(TARGETS)}")
+    return target
+
+
+class ExerciseImportError(ImportError):
+    """The student's module could not be imported (a syntax error, a bad import ...)."""
+
+
+def _resolve(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load(exercise: Exercise, target: str | None = None):
+    """The function or class under test: the student's stub or the library's reference."""
+    target = target or current_target()
+    if target == "reference":
+        return _resolve(exercise.reference)
+    root = str(repo_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        return _resolve(exercise.stub)
+    except Exception as e:  # SyntaxError, NameError ... in the student's file
+        raise ExerciseImportError(
+            f"could not load {exercise.where}: {type(e).__name__}: {e}"
+        ) from e
