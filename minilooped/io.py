@@ -35,8 +35,9 @@ def save_safetensors(obj, path, metadata: dict | None = None) -> None:
     sd = _arrays(obj)
     tensors, tied, first_name = {}, {}, {}
     for k, v in sd.items():
-        # tied weights share memory: same buffer address, shape and dtype
-        key = (v.__array_interface__["data"][0], v.shape, str(v.dtype)) if isinstance(v, np.ndarray) else None
+        # tied weights share memory: same buffer address, shape and dtype (on the GPU too)
+        iface = getattr(v, "__array_interface__", None) or getattr(v, "__cuda_array_interface__", None)
+        key = (iface["data"][0], tuple(v.shape), str(v.dtype)) if iface and v.size else None
         if key is not None and key in first_name:
             tied[k] = first_name[key]
             continue

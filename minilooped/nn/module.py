@@ -10,8 +10,17 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, _target_dtype
 from .parameter import Parameter
+
+
+class StateDictError(RuntimeError, KeyError):
+    """load_state_dict's error: a RuntimeError as in torch, and a KeyError for callers that
+    catch one. str() is the message itself -- KeyError's own would print it quoted, with
+    every line break shown as \\n, unreadable for a list of keys."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Module:
@@ -163,7 +172,7 @@ class Module:
                 lines.append("unexpected keys: " + ", ".join(unexpected))
             if mismatched:
                 lines.append("shape mismatch: " + "; ".join(mismatched))
-            raise KeyError(
+            raise StateDictError(
                 f"load_state_dict into {type(self).__name__} failed:\n  " + "\n  ".join(lines)
                 + "\nthe checkpoint was made for a different configuration: build the model from "
                 "the checkpoint's config, or pass strict=False to load the keys that match"
@@ -207,6 +216,7 @@ class Module:
     def to(self, target) -> "Module":
         """Move every parameter and buffer to a device ('cpu'/'cuda') or cast to a dtype."""
         is_device = isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda")
+        dtype = None if is_device else _target_dtype(target)  # a clear error before anything moves
         for m in self.modules():
             for store in (m._parameters, m._buffers):
                 for t in store.values():
@@ -215,7 +225,7 @@ class Module:
                     if is_device:
                         t.data = backend.to_device(t.data, target)
                     elif t.dtype.kind == "f":
-                        t.data = t.data.astype(backend.as_dtype(target))
+                        t.data = t.data.astype(dtype)
                     if t.grad is not None:
                         t.grad = None
         return self

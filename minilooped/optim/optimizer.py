@@ -72,9 +72,15 @@ class Optimizer:
         for i, s in state_dict["state"].items():
             p = params[int(i)]
             xp = backend.array_module(p.data)
-            self.state[id(p)] = {n: (xp.asarray(v, dtype=p.dtype).copy() if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0 else v)
-                                 for n, v in s.items()}
+            # every array is copied, 0-d ones too (the moments of a scalar parameter): the
+            # optimiser updates its state in place and must not write into state_dict
+            self.state[id(p)] = {n: (xp.array(v, dtype=p.dtype) if _is_array(v) else v) for n, v in s.items()}
         for mine, theirs in zip(self.param_groups, groups):
             for k, v in theirs.items():
                 if k != "params":
                     mine[k] = copy.deepcopy(v)
+
+
+def _is_array(v) -> bool:
+    """A NumPy or CuPy array (of any ndim), as opposed to a number such as ``step``."""
+    return isinstance(v, backend.np.ndarray) or hasattr(v, "__cuda_array_interface__")

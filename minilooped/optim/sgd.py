@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum, exactly as torch.optim.SGD."""
 from __future__ import annotations
 
+from .. import backend
 from .optimizer import Optimizer
 
 
@@ -30,7 +31,9 @@ class SGD(Optimizer):
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
                     if buf is None:
-                        buf = state["momentum_buffer"] = d.copy()
+                        # xp.array, not d.copy(): for a 0-d parameter d may be a NumPy scalar,
+                        # which the in-place updates below would replace instead of update
+                        buf = state["momentum_buffer"] = backend.array_module(p.data).array(d, dtype=p.dtype)
                     else:
                         buf *= mu
                         buf += (1 - damp) * d

@@ -1,0 +1,234 @@
+"""`python -m minilooped.bench train`: one training step of the core and of the mirror, timed.
+
+For each config, each implementation runs in a fresh process with 2 threads (OMP, OpenBLAS,
+MKL and torch), warms up, then times ``--steps`` training steps exactly as the training
+loop makes them (batch, forward, backward, clipping, AdamW). Reported per run:
+
+    ms/step      median wall time of one step
+    tokens/s     batch_size * block_size / (ms/step)
+    GFLOP/s      flops_per_token * tokens/s, with PaLM's 6 N + 12 L H Q T per token
+                 (minilooped.training.mfu: N and L count every use of a looped block)
+    peak MB      increase of the resident set size (RSS) during the timed steps over the
+                 RSS before them (Linux: the high-water mark VmHWM, reset after warmup)
+
+and the ratio core / mirror of ms/step (1.0 = as fast as PyTorch; lower is better). The
+machine's float32 matmul peak (a 2048 x 2048 NumPy matmul, best of 5, same threads) is
+printed as the ceiling to compare GFLOP/s against.
+
+Configs (issue 7):
+    a   nanoGPT's CPU shape: 4 layers, 4 heads, n_embd 128, block 64, batch 12, characters (65)
+    b   the course's default, shakespeare-loop-residual (its config's batch and block)
+    c   n_embd 768, 12 heads, block 256, batch 4, 1 block x 2 loops (Loop-Residual 45M's block),
+        with the default's vocabulary
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+THREADS = 2
+CONFIGS = {
+    "a": dict(label="nanoGPT CPU shape (4L, 128, T64, B12, V65)", model="shakespeare-gpt2", batch_size=12,
+              model_args=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65)),
+    "b": dict(label="default shakespeare-loop-residual", default=True),
+    "c": dict(label="768 wide, 1 block x 2 loops, T256, B4", model="loop-residual-45m", batch_size=4,
+              model_args=dict(n_layer=1, n_loops=2, n_head=12, n_embd=768, block_size=256)),
+}
+
+
+def _thread_env(n: int = THREADS) -> dict:
+    return {"OMP_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
+def _default_vocab() -> int:
+    """The vocabulary of the default config's data (prepared once if needed)."""
+    from ..data import read_meta
+    from ..training import load_config
+    from ..training.run_data import ensure_prepared
+
+    return read_meta(ensure_prepared(load_config(), log=lambda *a: None))["vocab_size"]
+
+
+def train_config(key: str, backend: str, vocab: int):
+    """The TrainConfig of bench config ``key`` for ``backend``."""
+    from ..training import TrainConfig, load_config
+
+    spec = CONFIGS[key]
+    if spec.get("default"):
+        cfg = load_config()
+        args = dict(cfg.model_args, vocab_size=vocab)
+        return TrainConfig(**{**cfg.to_dict(), "backend": backend, "model_args": args, "progress": False})
+    args = dict(spec["model_args"])
+    args.setdefault("vocab_size", vocab)
+    return TrainConfig(name=f"bench-{key}", model=spec["model"], model_args=args, batch_size=spec["batch_size"],
+                       backend=backend, progress=False)
+
+
+# ---------------------------------------------------------------------- the measured process
+def _rss_kb(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(key: str, backend: str, vocab: int, steps: int, warmup: int) -> dict:
+    import numpy as np
+
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(THREADS)
+    from ..data import get_batch
+    from ..training.ddp import DistInfo
+    from ..training.loop import make_engine
+    from ..training.mfu import flops_per_token
+
+    cfg = train_config(key, backend, vocab)
+    mc = cfg.model_config()
+    dist = DistInfo(device=cfg.resolved_device())
+    engine = make_engine(cfg, mc, dist)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, mc.vocab_size, size=100_000)  # random ids: speed does not depend on them
+    B, T = cfg.batch_size, mc.block_size
+
+    def step():
+        x, y = get_batch(tokens, B, T, rng)
+        engine.forward_backward(x, y, None, scale=1.0, sync=True)
+        engine.collect_loss(dist)
+        engine.clip_grad_norm(cfg.grad_clip)
+        engine.optimizer_step(cfg.learning_rate)
+
+    for _ in range(warmup):
+        step()
+    import resource
+
+    can_reset = _reset_peak_rss()
+    base_kb = _rss_kb("VmRSS") or 0
+    base_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak_kb = _rss_kb("VmHWM") if can_reset else None
+    if peak_kb is None:  # no resettable high-water mark: growth of the lifetime maximum (a lower bound)
+        peak_kb = base_kb + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_max
+    ms = 1000 * statistics.median(times)
+    tok_s = B * T / (ms / 1000)
+    fpt = flops_per_token(mc, engine.named_numels())
+    return {"config": key, "backend": backend, "ms_per_step": ms, "tokens_per_s": tok_s,
+            "gflops": fpt * tok_s / 1e9, "flops_per_token": fpt, "peak_mb": max(0, peak_kb - base_kb) / 1024,
+            "params": sum(n for name, n in engine.named_numels() if not name.startswith("transformer.wpe")),
+            "batch_size": B, "block_size": T, "steps": steps, "warmup": warmup}
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of the best of ``repeat`` n x n float32 NumPy matmuls (2 n^3 FLOPs each)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------- the driver
+def _subprocess(args: list[str]) -> dict:
+    env = dict(os.environ, **_thread_env())
+    proc = subprocess.run([sys.executable, "-m", "minilooped.bench.train", *args], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"bench worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(configs, backends=("numpy", "torch"), steps: int = 10, warmup: int = 3, log=print) -> dict:
+    vocab = _default_vocab()
+    peak = _subprocess(["--worker-matmul"])["gflops"]
+    log(f"float32 matmul peak (2048 x 2048 NumPy, {THREADS} threads): {peak:.1f} GFLOP/s")
+    results = []
+    for key in configs:
+        for backend in backends:
+            r = _subprocess(["--worker", json.dumps(dict(key=key, backend=backend, vocab=vocab, steps=steps,
+                                                         warmup=warmup))])
+            r["label"] = CONFIGS[key]["label"]
+            results.append(r)
+            log(f"  {key} {backend:>5}: {r['ms_per_step']:.1f} ms/step")
+    ratios = {}
+    for key in configs:
+        by = {r["backend"]: r for r in results if r["config"] == key}
+        if "torch" in by and any(b in by for b in ("numpy", "cupy")):
+            core = by.get("numpy") or by.get("cupy")
+            ratios[key] = core["ms_per_step"] / by["torch"]["ms_per_step"]
+    return {"threads": THREADS, "matmul_peak_gflops": peak, "results": results, "ratio_core_over_mirror": ratios,
+            "flops_formula": "6 N + 12 L H Q T per token (PaLM, appendix B); N, L count every use of a looped block"}
+
+
+def format_table(report: dict) -> str:
+    head = f"{'config':<7}{'impl':<7}{'ms/step':>10}{'tokens/s':>11}{'GFLOP/s':>9}{'peak MB':>9}{'core/mirror':>13}"
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        ratio = report["ratio_core_over_mirror"].get(r["config"]) if r["backend"] != "torch" else None
+        lines.append(f"{r['config']:<7}{r['backend']:<7}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}"
+                     f"{r['gflops']:>9.2f}{r['peak_mb']:>9.1f}" + (f"{ratio:>12.2f}x" if ratio else ""))
+    lines.append(f"machine float32 matmul peak: {report['matmul_peak_gflops']:.1f} GFLOP/s ({report['threads']} threads); "
+                 f"GFLOP/s from {report['flops_formula']}")
+    for key in dict.fromkeys(r["config"] for r in report["results"]):
+        lines.append(f"  {key}: {CONFIGS[key]['label']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m minilooped.bench train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="a,b,c", help="comma-separated subset of a,b,c (see the module docstring)")
+    ap.add_argument("--backends", default="numpy,torch", help="numpy, torch, cupy (comma-separated)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-matmul", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker_matmul:
+        print(json.dumps({"gflops": matmul_peak()}))
+        return
+    if args.worker:
+        print(json.dumps(worker(**json.loads(args.worker))))
+        return
+    configs = [c.strip() for c in args.config.split(",") if c.strip()]
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad:
+        raise SystemExit(f"unknown bench config(s) {bad}: choose from {', '.join(CONFIGS)}")
+    report = run(configs, [b.strip() for b in args.backends.split(",")], args.steps, args.warmup)
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
