@@ -54,7 +54,12 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     out = mm(a.data, b.data)
 
     def backward(g):
-        return matmul_backward(g, a.data, b.data)
+        if a.requires_grad and b.requires_grad:
+            return matmul_backward(g, a.data, b.data)
+        # one operand is a constant: skip its product, half the work
+        ga = unbroadcast(mm(g, b.data.swapaxes(-1, -2)), a.shape) if a.requires_grad else None
+        gb = unbroadcast(mm(a.data.swapaxes(-1, -2), g), b.shape) if b.requires_grad else None
+        return ga, gb
     return Tensor._make(out, (a, b), backward, "matmul")
 
 
