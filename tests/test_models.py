@@ -205,7 +205,7 @@ def test_trace_hook_leaves_outputs_unchanged(impl, name):
 
 
 def test_trace_gives_logit_lens_states(impl):
-    """loop_residual without coda: the last traced impl.state is what ln_f and the head read."""
+    """loop_residual without coda: the last traced state is what ln_f and the head read."""
     model = impl.make(variant="loop_residual", n_loops=3)
     model.eval()
     idx = impl.tokens()
@@ -216,7 +216,7 @@ def test_trace_gives_logit_lens_states(impl):
 
 
 def test_shared_block_gradient_is_sum_over_applications(impl):
-    """2 blocks x 2 loops == a 4-block impl.GPT-2 whose blocks are copies [b0, b1, b0, b1]."""
+    """2 blocks x 2 loops == a 4-block GPT-2 whose blocks are copies [b0, b1, b0, b1]."""
     looped = impl.make(variant="loop_residual", n_loops=2)
     unrolled = impl.make(n_layer=4)
     sd = impl.state(looped)
