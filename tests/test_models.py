@@ -157,7 +157,7 @@ def test_forward_and_state_dict_round_trip(impl, name):
     assert np.isfinite(impl.arr(loss)).all() and abs(float(impl.arr(loss)) - np.log(64)) < 0.5
     assert model(idx)[1] is None
     other = impl.make(**{**ALL[name]})
-    for p in other.parameters():  # scramble, then impl.load
+    for p in other.parameters():  # scramble, then load
         impl.set_param(p, np.zeros(p.shape))
     impl.load(other, impl.state(model))
     other.eval()
