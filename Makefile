@@ -22,7 +22,8 @@ book: install
 # the warning-free book build and the browser check. Two workers, one file each at a time.
 test: install
 	bash scripts/setup_chromium.sh
-	MINILOOPED_GRADE_TARGET=reference $(PY) -m pytest tests chapters -n 2 --dist loadfile \
+	MINILOOPED_GRADE_TARGET=reference OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	    $(PY) -m pytest tests chapters -n 2 --dist loadfile \
 	    --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 clean:
