@@ -137,3 +137,58 @@ def is_float(dtype) -> bool:
 
 def as_dtype(dtype):
     return numpy.dtype(dtype)
+
+
+# --------------------------------------------------------------- blocked loops
+# An elementwise formula of several steps, written with whole arrays, makes one pass over
+# memory per step and allocates one temporary per step. Run block by block on pieces that
+# fit in the L2 cache, every step after the first reads from cache; and since NumPy
+# releases the GIL inside its loops, the blocks can also run on several threads at once.
+# This is how the core's fused ops (GELU, layer norm, softmax, AdamW) keep up with
+# PyTorch's compiled kernels without leaving Python.
+import os as _os
+import concurrent.futures as _futures
+
+BLOCK = 16384  # elements per block: a few float32 arrays of this size fit in L2 together
+
+_pool = [None, 0]
+
+
+def num_threads() -> int:
+    """Threads for the blocked loops: MINILOOPED_NUM_THREADS, else OMP_NUM_THREADS, else all cores."""
+    for var in ("MINILOOPED_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = _os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return _os.cpu_count() or 1
+
+
+def for_blocks(fn, n: int, block: int | None = None, xp=numpy) -> None:
+    """Call ``fn(lo, hi)`` for consecutive blocks ``[lo, hi)`` that cover ``range(n)``.
+
+    Each thread takes a contiguous run of blocks. On CuPy the whole range is one call:
+    the GPU has its own parallelism and no cache to block for.
+    """
+    block = max(1, int(BLOCK if block is None else block))
+    if xp is not numpy or n <= block:
+        fn(0, n)
+        return
+    starts = list(range(0, n, block))
+    threads = min(num_threads(), len(starts))
+
+    def run(group):
+        for lo in group:
+            fn(lo, min(lo + block, n))
+
+    if threads <= 1:
+        run(starts)
+        return
+    if _pool[0] is None or _pool[1] != threads:
+        _pool[0] = _futures.ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="minilooped")
+        _pool[1] = threads
+    size = -(-len(starts) // threads)
+    groups = [starts[i:i + size] for i in range(0, len(starts), size)]
+    pending = [_pool[0].submit(run, g) for g in groups[1:]]
+    run(groups[0])
+    for f in pending:
+        f.result()  # re-raises an exception from a worker thread

@@ -159,11 +159,14 @@ class Tensor:
 
         order = topological_order(self)
         grads = {id(self): grad}
+        owned = set()  # keys whose gradient array the engine allocated itself: safe to add into
         for i, node in enumerate(order):
             order[i] = None  # the list must not keep visited nodes alive
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            mine = id(node) in owned
+            owned.discard(id(node))
             if node._freed:
                 raise RuntimeError(
                     f"backward through the graph a second time: the saved values of op "
@@ -172,7 +175,7 @@ class Tensor:
                     "or recompute the forward pass"
                 )
             if node._retain or not node._parents:
-                node._accumulate(g)
+                node._accumulate(g, copy=not mine or bool(node._parents))
             if not node._parents:
                 continue
             parent_grads = node._backward(g)
@@ -180,9 +183,13 @@ class Tensor:
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
-                if key in grads:
-                    # out-of-place: pg may be a view of an array another op still holds
+                if key in owned:
+                    grads[key] += pg                   # our own array: add in place
+                elif key in grads:
+                    # out-of-place the first time: either array may be a view that another
+                    # op still holds; the sum is a new array of ours
                     grads[key] = grads[key] + pg
+                    owned.add(key)
                 else:
                     grads[key] = pg
             del parent_grads, g
@@ -194,14 +201,17 @@ class Tensor:
                 node._parents = ()
                 node._freed = True
 
-    def _accumulate(self, g) -> None:
+    def _accumulate(self, g, copy: bool = True) -> None:
         if isinstance(g, np.generic):
             g = np.asarray(g)
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
+            copy = False
         if self.grad is None:
-            # a copy: g may alias an array the graph (or the user) still holds
-            self.grad = g.copy() if g.shape == self.data.shape else g.reshape(self.data.shape).copy()
+            # a copy unless the engine made g itself: g may alias an array the graph (or the
+            # user) still holds, and the optimiser will change .grad in place
+            g = g if g.shape == self.data.shape else g.reshape(self.data.shape)
+            self.grad = g.copy() if copy else g
         else:
             self.grad += g
 

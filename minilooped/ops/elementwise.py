@@ -197,14 +197,43 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
             "use approximate='tanh' (torch: F.gelu(x, approximate='tanh'))"
         )
     xp = _xp(a)
-    x = a.data
-    t = xp.tanh(_GELU_K * (x + 0.044715 * x * x * x))
-    out = 0.5 * x * (1.0 + t)
+    x = xp.ascontiguousarray(a.data).reshape(-1)
+    t = xp.empty_like(x)                               # tanh(...), saved for the backward
+    out = xp.empty_like(x)
+
+    def forward_block(lo, hi):
+        # t = tanh(k (x + c x^3)) = tanh(x (k + k c x^2)), then out = 0.5 x (1 + t), in place
+        # on one cache-sized block at a time (see backend.for_blocks)
+        xs, ts, os = x[lo:hi], t[lo:hi], out[lo:hi]
+        xp.multiply(xs, xs, out=ts)
+        ts *= _GELU_K * 0.044715
+        ts += _GELU_K
+        ts *= xs
+        xp.tanh(ts, out=ts)
+        xp.add(ts, 1.0, out=os)
+        os *= xs
+        os *= 0.5
+    backend.for_blocks(forward_block, x.size, xp=xp)
 
     def backward(g):
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2)
-        dt = (1.0 - t * t) * (_GELU_K * (1.0 + 0.134145 * x * x))
-        return (g * (0.5 * (1.0 + t) + 0.5 * x * dt),)
+        g = xp.ascontiguousarray(g).reshape(-1)
+        d = xp.empty_like(g)
+
+        def backward_block(lo, hi):
+            # d/dx = 0.5 (1 + t + x (1 - t^2) k (1 + 3 c x^2))
+            xs, ts, ds = x[lo:hi], t[lo:hi], d[lo:hi]
+            xp.multiply(xs, xs, out=ds)
+            ds *= _GELU_K * 3 * 0.044715
+            ds += _GELU_K                              # k (1 + 3 c x^2)
+            ds *= 1.0 - ts * ts
+            ds *= xs
+            ds += ts
+            ds += 1.0
+            ds *= 0.5
+            ds *= g[lo:hi]
+        backend.for_blocks(backward_block, g.size, xp=xp)
+        return (d.reshape(a.shape),)
+    out = out.reshape(a.shape)
     return Tensor._make(out, (a,), backward, "gelu")
 
 

@@ -97,10 +97,15 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
             f"cross_entropy: target id {bad} is out of range for {c} classes; targets must be in "
             f"[0, {c}) or equal ignore_index={ignore_index} (check the tokenizer's vocab_size)"
         )
-    logp = _log_softmax(logits.data, 1)                  # (N, C)
+    # One pass each: shift by the row max, exponentiate in place, normalise in place. The
+    # softmax p is kept for the backward, so nothing is exponentiated twice.
     rows = xp.arange(n)
-    picked = logp[rows, safe]                            # (N,)
-    losses = xp.where(valid, -picked, 0.0).astype(logits.dtype)
+    p = logits.data - logits.data.max(axis=1, keepdims=True)   # (N, C) shifted logits
+    picked = p[rows, safe]                                      # shifted logit of each target
+    xp.exp(p, out=p)
+    sumexp = p.sum(axis=1)                                      # (N,)
+    p /= sumexp[:, None]                                        # softmax, (N, C)
+    losses = xp.where(valid, xp.log(sumexp) - picked, 0.0).astype(logits.dtype)   # -log p[target]
     count = int(valid.sum())
     if reduction == "mean":
         # torch gives nan when every target is ignored; so do we
@@ -111,14 +116,15 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
         out = losses
 
     def backward(g):
-        p = xp.exp(logp)                                 # softmax, (N, C)
-        p[rows, safe] -= 1.0
+        # d loss_i / d logits_i = (softmax_i - onehot(target_i)) * scale_i
         if reduction == "none":
             scale = g * valid
         else:
             scale = (g / count if reduction == "mean" else g) * valid
-        p *= scale.astype(p.dtype)[:, None]
-        return (p,)
+        scale = xp.asarray(scale, dtype=p.dtype)
+        grad = p * scale[:, None]                                # a new array: p stays intact
+        grad[rows, safe] -= scale
+        return (grad,)
     return Tensor._make(out, (logits,), backward, "cross_entropy")
 
 
@@ -145,6 +151,8 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
     for p in (weight, bias):
         if p is not None:
             check_same(x, p, "layer_norm")
+    if len(axes) == 1 and xp is backend.np:
+        return _layer_norm_rows(x, weight, bias, eps)
     mu = x.data.mean(axis=axes, keepdims=True)
     xc = x.data - mu
     var = (xc * xc).mean(axis=axes, keepdims=True)
@@ -159,6 +167,54 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
         gx, gw, gb = layer_norm_backward(g, xhat, rstd, None if weight is None else weight.data, axes)
         return (gx,) + ((gw,) if weight is not None else ()) + ((gb,) if bias is not None else ())
     return Tensor._make(out, parents, backward, "layer_norm")
+
+
+def _layer_norm_rows(x, weight, bias, eps):
+    """layer_norm over the last dim, computed a block of rows at a time (same equations,
+    fewer passes over memory: see backend.for_blocks)."""
+    xp = backend.np
+    c = x.shape[-1]
+    x2 = xp.ascontiguousarray(x.data).reshape(-1, c)    # (N, C)
+    n = x2.shape[0]
+    xhat = xp.empty_like(x2)                            # saved for backward
+    rstd = xp.empty((n, 1), dtype=x2.dtype)
+    out = xp.empty_like(x2)
+    w = None if weight is None else weight.data
+    b = None if bias is None else bias.data
+    rows = max(1, backend.BLOCK // c)
+
+    def forward_block(lo, hi):
+        xs, xh, r, o = x2[lo:hi], xhat[lo:hi], rstd[lo:hi], out[lo:hi]
+        xp.subtract(xs, xs.mean(axis=1, keepdims=True), out=xh)        # x - mean
+        xp.add((xh * xh).mean(axis=1, keepdims=True), eps, out=r)      # var + eps
+        xp.sqrt(r, out=r)
+        xp.divide(1.0, r, out=r)                                        # rstd
+        xh *= r                                                         # xhat
+        if w is not None:
+            xp.multiply(xh, w, out=o)
+        else:
+            o[...] = xh
+        if b is not None:
+            o += b
+    backend.for_blocks(forward_block, n, rows)
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+
+    def backward(g):
+        g2 = xp.ascontiguousarray(g).reshape(-1, c)
+        gx = xp.empty_like(g2)
+        partial = {}
+
+        def backward_block(lo, hi):
+            gxs, gws, gbs = layer_norm_backward(g2[lo:hi], xhat[lo:hi], rstd[lo:hi], w, (1,))
+            gx[lo:hi] = gxs
+            partial[lo] = (gws, gbs)
+        backend.for_blocks(backward_block, n, rows)
+        # sum the per-block parameter gradients in a fixed order: results do not depend on threads
+        gw = sum(partial[k][0] for k in sorted(partial))
+        gb = sum(partial[k][1] for k in sorted(partial))
+        grads = (gx.reshape(x.shape),)
+        return grads + ((gw,) if weight is not None else ()) + ((gb,) if bias is not None else ())
+    return Tensor._make(out.reshape(x.shape), parents, backward, "layer_norm")
 
 
 def layer_norm_backward(g, xhat, rstd, weight, axes):
@@ -291,18 +347,28 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     if scale is None:
         scale = 1.0 / float(q.shape[-1]) ** 0.5
     scale = float(scale)
-    att = mm(q.data, k.data.swapaxes(-1, -2)) * scale        # (..., L, S)
+    att = mm(q.data, k.data.swapaxes(-1, -2))                # (..., L, S)
+    att *= scale
     if is_causal:
-        causal = xp.triu(xp.ones((L, S), dtype=bool), k=1)  # True above the diagonal = future
-        att = xp.where(causal, -xp.inf, att).astype(q.dtype)
+        att += _causal_mask(xp, L, S, q.dtype)               # -inf above the diagonal: the future
     if attn_mask is not None:
         m = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
         if m.dtype == bool:
             att = xp.where(m, att, -xp.inf).astype(q.dtype)
         else:
             att = att + m.astype(q.dtype)
-    p = _softmax(att, -1)                                    # attention weights
-    del att
+    # softmax in place, a block of rows at a time: att becomes the attention weights p
+    rows = att.reshape(-1, S)
+    block = max(1, backend.BLOCK // S)
+
+    def softmax_block(lo, hi):
+        a = rows[lo:hi]
+        a -= a.max(axis=-1, keepdims=True)
+        xp.exp(a, out=a)
+        a /= a.sum(axis=-1, keepdims=True)
+    backend.for_blocks(softmax_block, rows.shape[0], block, xp=xp)
+    p = att
+    del att, rows
     if dropout_p > 0.0:
         keep = backend.generator(q.device).random(p.shape) >= dropout_p
         drop = keep.astype(q.dtype) * (1.0 / (1.0 - dropout_p))
@@ -316,12 +382,30 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         gp = mm(g, v.data.swapaxes(-1, -2))                    # d out / d p
         if drop is not None:
             gp *= drop
-        gs = softmax_backward(gp, p, -1)
-        gs *= scale
+        if gp.shape != p.shape:  # v broadcast p along batch dims: no row-for-row blocks
+            gs = softmax_backward(gp, p, -1) * scale
+        else:
+            gp_rows, p_rows = gp.reshape(-1, S), p.reshape(-1, S)
+
+            def softmax_backward_block(lo, hi):  # overwrite gp with the softmax's input gradient
+                gp_rows[lo:hi] = softmax_backward(gp_rows[lo:hi], p_rows[lo:hi], -1) * scale
+            backend.for_blocks(softmax_backward_block, gp_rows.shape[0], block, xp=xp)
+            gs = gp
         gq = mm(gs, k.data) if q.requires_grad else None
         gk = mm(gs.swapaxes(-1, -2), q.data) if k.requires_grad else None
         return (_unb(gq, q.shape), _unb(gk, k.shape), _unb(gv, v.shape))
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
+
+
+_MASKS: dict = {}
+
+
+def _causal_mask(xp, L: int, S: int, dtype):
+    """(L, S) additive mask, 0 on and below the diagonal and -inf above; built once per shape."""
+    key = (xp.__name__, L, S, str(dtype))
+    if key not in _MASKS:
+        _MASKS[key] = xp.where(xp.triu(xp.ones((L, S), dtype=bool), k=1), -xp.inf, 0.0).astype(dtype)
+    return _MASKS[key]
 
 
 def _unb(g, shape):

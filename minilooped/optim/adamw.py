@@ -42,19 +42,40 @@ class AdamW(Optimizer):
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                xp = backend.array_module(p.data)
-                if wd != 0:
-                    p.data *= 1 - lr * wd
-                m += (g - m) * (1 - b1)          # torch's lerp form of beta1 m + (1 - beta1) g
-                v *= b2
-                v += (1 - b2) * (g * g)
                 bc1 = 1 - b1 ** t
                 bc2_sqrt = math.sqrt(1 - b2 ** t)
-                if group["amsgrad"]:
-                    vmax = state["max_exp_avg_sq"]
-                    xp.maximum(vmax, v, out=vmax)
-                    denom = xp.sqrt(vmax) / bc2_sqrt + eps
+                arrays = [p.data, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")]
+                xp = backend.array_module(p.data)
+                if all(a is None or a.flags.c_contiguous for a in arrays):
+                    # flat views, updated one cache-sized block at a time (backend.for_blocks)
+                    flat = [None if a is None else a.reshape(-1) for a in arrays]
+                    backend.for_blocks(
+                        lambda lo, hi: adamw_update(*[None if a is None else a[lo:hi] for a in flat],
+                                                    lr, b1, b2, eps, wd, bc1, bc2_sqrt),
+                        p.data.size, xp=xp)
                 else:
-                    denom = xp.sqrt(v) / bc2_sqrt + eps
-                p.data -= (lr / bc1) * (m / denom)
+                    adamw_update(*arrays, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+
+
+def adamw_update(p, g, m, v, vmax, lr, b1, b2, eps, wd, bc1, bc2_sqrt) -> None:
+    """One AdamW step on arrays, in place: p the weights, g the gradient, m and v the
+    moments (vmax for amsgrad, else None); bc1 = 1 - b1^t and bc2_sqrt = sqrt(1 - b2^t)."""
+    xp = backend.array_module(p)
+    if wd != 0:
+        p *= 1 - lr * wd                     # decoupled weight decay
+    tmp = g - m
+    tmp *= 1 - b1
+    m += tmp                                 # torch's lerp form of b1 m + (1 - b1) g
+    v *= b2
+    xp.multiply(g, g, out=tmp)
+    tmp *= 1 - b2
+    v += tmp                                 # b2 v + (1 - b2) g^2
+    if vmax is not None:
+        xp.maximum(vmax, v, out=vmax)
+        v = vmax
+    denom = xp.sqrt(v)
+    denom /= bc2_sqrt
+    denom += eps                             # sqrt(v / (1 - b2^t)) + eps
+    xp.divide(m, denom, out=tmp)
+    tmp *= lr / bc1
+    p -= tmp                                 # p - lr / (1 - b1^t) * m / denom
