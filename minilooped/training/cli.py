@@ -1,0 +1,71 @@
+"""Command lines: ``python -m minilooped.train`` and ``python -m minilooped.sample``.
+
+Only argument handling lives here: the work is done by loop.py and sampling.py. Errors a
+user can fix (a bad key, missing data, a checkpoint of another model, a diverged run)
+are printed as one message without a traceback and exit with status 1 (2 for usage).
+"""
+from __future__ import annotations
+
+import sys
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, available_configs, config_from_cli, describe_fields
+
+TRAIN_USAGE = """usage: python -m minilooped.train [CONFIG] [--key=value ...]
+
+CONFIG is a shipped config name (default: shakespeare-loop-residual) or a path to a .json
+file of TrainConfig keys. Every key below can be overridden; GPTConfig fields of the model
+(n_layer, n_loops, n_embd, block_size, dropout, ...) are given bare or as --model.<field>.
+Booleans: --resume is --resume=true. Under torchrun (DDP) use --backend=torch.
+
+examples:
+  python -m minilooped.train
+  python -m minilooped.train --backend=torch --max_iters=500
+  python -m minilooped.train shakespeare-parcae --n_loops=6
+  python -m minilooped.train --resume
+  torchrun --standalone --nproc_per_node=8 -m minilooped.train owt-gpt2-124m --backend=torch
+
+shipped configs: {configs}
+
+keys (default, type, meaning):
+{fields}
+"""
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(TRAIN_USAGE.format(configs=", ".join(available_configs()), fields=describe_fields()))
+        return 0
+    try:
+        cfg = config_from_cli(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from ..backend import DeviceError
+    from .loop import TrainingDiverged, train
+
+    try:
+        train(cfg)
+    except (ConfigError, CheckpointError, TrainingDiverged, DeviceError, FileNotFoundError, ValueError,
+            KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def sample_main(argv: list[str] | None = None) -> int:
+    from .sampling import SAMPLE_USAGE, sample_from_cli
+
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(SAMPLE_USAGE)
+        return 0
+    try:
+        for text in sample_from_cli(argv):
+            print(text)
+            print("---------------")
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    return 0
