@@ -148,6 +148,7 @@ def as_dtype(dtype):
 # PyTorch's compiled kernels without leaving Python.
 import os as _os
 import concurrent.futures as _futures
+import contextvars as _contextvars
 
 BLOCK = 16384  # elements per block: a few float32 arrays of this size fit in L2 together
 
@@ -188,7 +189,9 @@ def for_blocks(fn, n: int, block: int | None = None, xp=numpy) -> None:
         _pool[1] = threads
     size = -(-len(starts) // threads)
     groups = [starts[i:i + size] for i in range(0, len(starts), size)]
-    pending = [_pool[0].submit(run, g) for g in groups[1:]]
+    # each worker runs in a copy of the caller's context, so that np.errstate (and any
+    # other context variable) applies inside the blocks as it does outside
+    pending = [_pool[0].submit(_contextvars.copy_context().run, run, g) for g in groups[1:]]
     run(groups[0])
     for f in pending:
         f.result()  # re-raises an exception from a worker thread

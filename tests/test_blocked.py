@@ -48,3 +48,14 @@ def test_for_blocks_covers_the_range_once_and_reraises(monkeypatch):
             raise RuntimeError("block failed")
     with pytest.raises(RuntimeError, match="block failed"):
         backend.for_blocks(boom, 100, 10)
+
+
+def test_errstate_reaches_the_worker_threads(monkeypatch):
+    monkeypatch.setattr(backend, "BLOCK", 4)
+    monkeypatch.setenv("MINILOOPED_NUM_THREADS", "2")
+    x = ml.Tensor(np.full((8, 16), 1e30, dtype=np.float32))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # a RuntimeWarning from any thread would fail
+        with np.errstate(over="ignore", invalid="ignore"):
+            F.layer_norm(x, (16,))
