@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from . import backend
+from .atomic import atomic_write_file
 from .backend import np
 
 
@@ -47,7 +47,7 @@ def save_safetensors(obj, path, metadata: dict | None = None) -> None:
     meta = {"format": "pt", "minilooped.tied": json.dumps(tied)}
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write_file(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_safetensors(path, with_metadata: bool = False):
@@ -67,21 +67,3 @@ def load_safetensors(path, with_metadata: bool = False):
     for alias, source in json.loads(meta.get("minilooped.tied", "{}")).items():
         sd[alias] = sd[source]
     return (sd, meta) if with_metadata else sd
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)``, then rename tmp over ``path`` (atomic on POSIX)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -365,13 +365,3 @@ def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     arr = _as_array(data, dtype)
     xp = backend.array_module(arr)
     return Tensor(xp.array(arr, copy=True), requires_grad=requires_grad)
-
-
-def as_tensor(x, like: Tensor | None = None) -> Tensor:
-    """Wrap arrays and Python numbers; numbers take the dtype and device of ``like``."""
-    if isinstance(x, Tensor):
-        return x
-    if like is not None and (isinstance(x, (int, float)) and not isinstance(x, bool)):
-        xp = backend.array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype))
-    return Tensor(x)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minilooped.data import TokenDataset, check_token_ids, get_batch, write_tokens
-from minilooped.data.atomic import atomic_write_json
+from minilooped.atomic import atomic_write_json
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json
 from .tokenizers.gpt2 import get_gpt2_tokenizer
 from .tokenizers.gpt2_files import EOT_TOKEN, N_VOCAB
 

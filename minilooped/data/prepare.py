@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json
 from .corpora import load_text, shakespeare_source, shakespeare_split, split_text
 from .tokenizers import get_tokenizer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import backend
 from ..tensor import Tensor
 from .registry import register
-from ._util import check_same, normalize_dim
+from ._util import check_same, normalize_dim, unbroadcast
 from .linalg import mm
 
 
@@ -409,5 +409,4 @@ def _causal_mask(xp, L: int, S: int, dtype):
 
 
 def _unb(g, shape):
-    from ._util import unbroadcast
     return None if g is None else unbroadcast(g, shape)

@@ -70,7 +70,7 @@ def var(a: Tensor, dim=None, keepdim: bool = False, unbiased: bool = True, corre
         n *= a.shape[ax]
     mu = a.data.mean(axis=axes, keepdims=True)
     centred = a.data - mu
-    denom = builtins_max(n - correction, 0)
+    denom = n - correction if n > correction else 0   # N <= correction: nan, as torch
     out = (centred * centred).sum(axis=axes, keepdims=keepdim) / denom
 
     # N <= correction (one element, unbiased): the variance is undefined, nan as in torch;
@@ -80,7 +80,3 @@ def var(a: Tensor, dim=None, keepdim: bool = False, unbiased: bool = True, corre
     def backward(g):  # d var / dx_i = 2 (x_i - mean) / (N - correction)
         return (_expand(g, a.shape, axes, keepdim) * centred * k,)
     return Tensor._make(out, (a,), backward, "var")
-
-
-def builtins_max(x, y):
-    return x if x > y else y

@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from ..atomic import atomic_write_text
+
 
 def _clean(v):
     """JSON has no NaN or infinity: write them as null (the record keeps a "nonfinite" note)."""
@@ -82,9 +84,7 @@ def truncate_after(path: str | os.PathLike, step: int) -> None:
         return
     keep = [r for r in read_jsonl(path)
             if "step" not in r or r["step"] < step or (r["step"] == step and r.get("kind") == "eval")]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 __all__ = ["MetricsLogger", "read_jsonl", "truncate_after"]

@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import regex
 
-from ..atomic import atomic_write_json
+from ...atomic import atomic_write_json
 from .gpt2_files import ENDOFTEXT, GPT2_SPLIT_PATTERN, bytes_to_unicode, gpt2_file_paths
 
 FILE_FORMAT = "minilooped.bpe"

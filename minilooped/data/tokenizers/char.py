@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..atomic import atomic_write_json
+from ...atomic import atomic_write_json
 
 FILE_FORMAT = "minilooped.char"
 FILE_VERSION = 1

@@ -1,7 +1,7 @@
 """Atomic file writes: a file either appears whole or not at all.
 
-Every file the data layer writes (token files, ``meta.json``, tokenizer files) goes
-through here. We write to ``<name>.tmp`` beside the target and ``os.replace`` it into
+Every file the library writes (weights, token files, ``meta.json``, tokenizer files,
+metrics) goes through here; it needs only the standard library, so every layer may use it. We write to ``<name>.tmp`` beside the target and ``os.replace`` it into
 place only when the write finished. ``os.replace`` is atomic on POSIX and Windows when
 both names are on one file system, so a crash (or Ctrl-C) mid-write leaves at worst a
 stale ``.tmp`` file, never a truncated ``train.bin`` that a later run would trust.
@@ -48,6 +48,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_file(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` to create the file, fsync it, then rename it to ``path``."""
+    with atomic_path(path) as tmp:
+        write(os.fspath(tmp))
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
 
 
