@@ -10,16 +10,27 @@ from ._util import check_same, unbroadcast
 def mm(a, b):
     """``a @ b`` on arrays, always through BLAS.
 
-    NumPy multiplies a stack of matrices with BLAS only when each matrix has a
-    contiguous last dim; a transposed view such as ``k.swapaxes(-1, -2)`` silently
-    takes a loop that is 10-20x slower. One contiguous copy is far cheaper than that.
+    NumPy hands a stack of matrices to BLAS when each matrix is laid out as BLAS expects:
+    one of its two dims with unit stride, the other spanning at least a row (or column).
+    Views such as ``k.swapaxes(-1, -2)`` or the heads sliced out of the fused qkv output
+    qualify as they are, without a copy. Anything else (a broadcast stride of 0, a
+    step-2 slice) makes NumPy take a loop that is 10-20x slower: one copy is far cheaper.
     """
     xp = backend.array_module(a)
-    if a.ndim > 2 and not a.flags.c_contiguous:
+    if not _blas_layout(a):
         a = xp.ascontiguousarray(a)
-    if b.ndim > 2 and not b.flags.c_contiguous:
+    if not _blas_layout(b):
         b = xp.ascontiguousarray(b)
     return a @ b
+
+
+def _blas_layout(a) -> bool:
+    if a.ndim <= 2:
+        return True  # NumPy copies a 2-D operand itself when it has to
+    (m, n), (sm, sn), size = a.shape[-2:], a.strides[-2:], a.itemsize
+    row_major = sn == size and sm % size == 0 and sm >= n * size
+    col_major = sm == size and sn % size == 0 and sn >= m * size
+    return row_major or col_major
 
 
 def _matmul_error(a, b):
