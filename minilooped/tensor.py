@@ -183,7 +183,14 @@ class Tensor:
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
-                if key in owned:
+                if isinstance(pg, SliceGrad):
+                    # a gradient that is zero outside a slice: add the slice alone
+                    if key not in owned:
+                        buf = grads[key].copy() if key in grads else pg.zeros()
+                        grads[key] = buf
+                        owned.add(key)
+                    pg.add_into(grads[key])
+                elif key in owned:
                     grads[key] += pg                   # our own array: add in place
                 elif key in grads:
                     # out-of-place the first time: either array may be a view that another
@@ -319,6 +326,27 @@ class Tensor:
 
     def contiguous(self) -> "Tensor":
         return self
+
+
+class SliceGrad:
+    """The gradient of a slice ``a[index]``: ``g`` inside the slice, zero elsewhere.
+
+    ``q, k, v = qkv.split(C, dim=2)`` makes three slices of one tensor. Returning each
+    gradient as a full array of zeros with ``g`` in its slice would cost three arrays of
+    qkv's size and two additions of them; given the index instead, the engine writes each
+    ``g`` straight into one buffer.
+    """
+
+    __slots__ = ("shape", "index", "g")
+
+    def __init__(self, shape, index, g):
+        self.shape, self.index, self.g = tuple(shape), index, g
+
+    def zeros(self):
+        return backend.array_module(self.g).zeros(self.shape, dtype=self.g.dtype)
+
+    def add_into(self, buf) -> None:
+        buf[self.index] += self.g
 
 
 def topological_order(root: Tensor) -> list:

@@ -4,7 +4,7 @@ Forward results are views wherever NumPy allows, so no data is copied."""
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import SliceGrad, Tensor
 from .registry import register
 from ._util import normalize_dim
 
@@ -77,12 +77,11 @@ def getitem(a: Tensor, index) -> Tensor:
     basic = _is_basic(index)
 
     def backward(g):
+        if basic:  # zero outside the slice: the engine adds g into its buffer there
+            return (SliceGrad(a.shape, index, g),)
         xp = backend.array_module(a.data)
         ga = xp.zeros(a.shape, dtype=g.dtype)
-        if basic:
-            ga[index] = g
-        else:  # advanced indexing may pick an element several times: add, don't assign
-            xp.add.at(ga, index, g)
+        xp.add.at(ga, index, g)  # advanced indexing may pick an element several times: add, don't assign
         return (ga,)
     return Tensor._make(out, (a,), backward, "getitem")
 
