@@ -1,0 +1,116 @@
+"""The core's fast paths (book appendix A1) compute what the plain versions compute.
+
+Each optimisation replaced a clear formula by a quicker one; these tests hold the quick
+one to the clear one, on the cases each fast path treats differently.
+"""
+import numpy as np
+import pytest
+
+import minilooped as ml
+import minilooped.functional as F
+from minilooped import backend
+from minilooped.ops import nn as fused
+from minilooped.ops.linalg import mm
+
+
+# ---------------------------------------------------------------- embedding backward
+def _add_at(g, idx, v):
+    gw = np.zeros((v, g.shape[-1]), dtype=g.dtype)
+    np.add.at(gw, idx.reshape(-1), g.reshape(-1, g.shape[-1]))
+    return gw
+
+
+@pytest.mark.parametrize("vocab", [7, fused.ONE_HOT_MAX_VOCAB, fused.ONE_HOT_MAX_VOCAB + 1, 3000])
+def test_embedding_backward_equals_add_at(vocab):
+    rng = np.random.default_rng(vocab)
+    idx = rng.integers(0, min(vocab, 50), size=(4, 33))  # repeated ids, and ids that never occur
+    idx[0, :5] = vocab - 1
+    g = rng.standard_normal((4, 33, 6))
+    np.testing.assert_allclose(fused.embedding_backward(g, idx, vocab), _add_at(g, idx, vocab), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("vocab", [5, 1000])
+def test_embedding_backward_of_no_ids_is_zero(vocab):
+    g = np.zeros((0, 3))
+    out = fused.embedding_backward(g, np.zeros(0, dtype=np.int64), vocab)
+    assert out.shape == (vocab, 3) and not out.any()
+
+
+# ---------------------------------------------------------------- attention's shift
+def _reference_attention(q, k, v, causal):
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        s = np.where(np.triu(np.ones(s.shape[-2:], dtype=bool), 1), -np.inf, s)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("spread", [1.0, 300.0])
+def test_attention_matrix_shift_and_row_fallback(spread):
+    """spread 300: one row's scores sit ~300 below its matrix's maximum, so exp(s - m)
+    underflows for the whole row and the exact per-row shift must take over."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
+    q[0, 1, 2] *= spread
+    k[0, 1] = np.abs(k[0, 1])
+    q[0, 1, 2] = -np.abs(q[0, 1, 2])               # row 2 of matrix (0, 1): large negative scores
+    q[0, 1, 3] = np.abs(q[0, 1, 3]) * spread ** 0.5  # another row of it: large positive ones
+    for dtype in (np.float64, np.float32):
+        out = F.scaled_dot_product_attention(*(ml.Tensor(a.astype(dtype)) for a in (q, k, v)), is_causal=True)
+        ref = _reference_attention(q, k, v, causal=True)
+        tol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(out.numpy(), ref, rtol=tol, atol=tol)
+        assert np.isfinite(out.numpy()).all()
+
+
+def test_attention_fully_masked_row_is_nan_like_torch():
+    q = k = v = ml.Tensor(np.ones((1, 3, 2)))
+    mask = np.ones((3, 3), dtype=bool)
+    mask[1] = False
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).numpy()
+    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, [0, 2]]).all()
+
+
+# ---------------------------------------------------------------- mm on views
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "heads of a fused qkv", "step-2 slice",
+                                    "broadcast batch"])
+def test_mm_on_views_equals_matmul_of_copies(layout):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((2, 5, 3, 12))
+    if layout == "contiguous":
+        a, b = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 3, 4, 6))
+    elif layout == "transposed":
+        a, b = rng.standard_normal((2, 3, 4, 5)).swapaxes(-1, -2), rng.standard_normal((2, 3, 6, 4)).swapaxes(-1, -2)
+    elif layout == "heads of a fused qkv":
+        a = base[..., :4].transpose(0, 2, 1, 3)                   # (2, 3, 5, 4), rows 12 apart
+        b = base[..., 4:8].transpose(0, 2, 3, 1)                  # (2, 3, 4, 5), transposed and strided
+    elif layout == "step-2 slice":
+        a, b = rng.standard_normal((2, 3, 5, 8))[..., ::2], rng.standard_normal((2, 3, 4, 6))
+    else:
+        a, b = np.broadcast_to(rng.standard_normal((1, 3, 5, 4)), (2, 3, 5, 4)), rng.standard_normal((4, 6))
+    np.testing.assert_allclose(mm(a, b), np.ascontiguousarray(a) @ np.ascontiguousarray(b), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- slice gradients
+def test_split_gradients_go_into_one_buffer():
+    rng = np.random.default_rng(2)
+    x = ml.Tensor(rng.standard_normal((2, 3, 9)), requires_grad=True)
+    q, k, v = x.split(3, dim=2)
+    (q * 2 + k * k).sum().backward()                              # v unused: zero gradient there
+    expected = np.concatenate([np.full((2, 3, 3), 2.0), 2 * x.data[..., 3:6], np.zeros((2, 3, 3))], axis=2)
+    np.testing.assert_allclose(x.grad, expected)
+
+
+def test_slice_gradient_adds_to_a_dense_one():
+    x = ml.Tensor(np.arange(6.0), requires_grad=True)
+    y = x * 3                                                     # dense gradient 3 everywhere
+    (y.sum() + x[1:3].sum() + x[2:].sum() + x[::2].sum()).backward()
+    np.testing.assert_allclose(x.grad, [4, 4, 6, 4, 5, 4])
+
+
+# ---------------------------------------------------------------- the allocator
+def test_tune_allocator_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("MINILOOPED_TUNE_MALLOC", "0")
+    assert backend.tune_allocator() is False
+    monkeypatch.delenv("MINILOOPED_TUNE_MALLOC")
+    assert isinstance(backend.tune_allocator(), bool)
