@@ -16,6 +16,10 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
         return 0.0
     if norm_type == math.inf:
         total = max(float(abs(g).max()) for g in grads)
+    elif norm_type == 2.0:
+        # the sum of squares of each gradient is its dot product with itself: one BLAS call,
+        # one pass over memory, where abs, ** 2 and sum would make three and two temporaries
+        total = math.sqrt(sum(float(_dot(g)) for g in grads))
     else:
         total = sum(float((backend.array_module(g).abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
@@ -25,3 +29,8 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
         for g in grads:
             g *= coef
     return total
+
+
+def _dot(g):
+    flat = g.reshape(-1)
+    return flat @ flat
