@@ -173,10 +173,12 @@ def tune_allocator() -> bool:
 # --------------------------------------------------------------- blocked loops
 # An elementwise formula of several steps, written with whole arrays, makes one pass over
 # memory per step and allocates one temporary per step. Run block by block on pieces that
-# fit in the L2 cache, every step after the first reads from cache; and since NumPy
-# releases the GIL inside its loops, the blocks can also run on several threads at once.
-# This is how the core's fused ops (GELU, layer norm, softmax, AdamW) keep up with
-# PyTorch's compiled kernels without leaving Python.
+# fit in the L2 cache, every step after the first reads from cache. Since NumPy releases
+# the GIL inside its loops, the blocks can also run on several threads at once -- but in a
+# training step that is slower, not faster: between two matrix products OpenBLAS's worker
+# threads spin, waiting for the next one, and a thread of ours competes with them for the
+# same cores (appendix A1 measures it). So the blocked loops use one thread unless
+# MINILOOPED_NUM_THREADS asks for more, and BLAS keeps the cores.
 import concurrent.futures as _futures
 import contextvars as _contextvars
 
@@ -187,12 +189,9 @@ _pool = [None, 0]
 
 
 def num_threads() -> int:
-    """Threads for the blocked loops: MINILOOPED_NUM_THREADS, else OMP_NUM_THREADS, else all cores."""
-    for var in ("MINILOOPED_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = _os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return _os.cpu_count() or 1
+    """Threads for the blocked loops: MINILOOPED_NUM_THREADS, else 1 (see above)."""
+    value = _os.environ.get("MINILOOPED_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def for_blocks(fn, n: int, block: int | None = None, xp=numpy) -> None:
