@@ -198,21 +198,21 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
         )
     xp = _xp(a)
     x = xp.ascontiguousarray(a.data).reshape(-1)
-    t = xp.empty_like(x)                               # tanh(...), saved for the backward
+    s = xp.empty_like(x)                               # s = (1 + tanh(...)) / 2, saved for the backward
     out = xp.empty_like(x)
 
     def forward_block(lo, hi):
-        # t = tanh(k (x + c x^3)) = tanh(x (k + k c x^2)), then out = 0.5 x (1 + t), in place
-        # on one cache-sized block at a time (see backend.for_blocks)
-        xs, ts, os = x[lo:hi], t[lo:hi], out[lo:hi]
-        xp.multiply(xs, xs, out=ts)
-        ts *= _GELU_K * 0.044715
-        ts += _GELU_K
-        ts *= xs
-        xp.tanh(ts, out=ts)
-        xp.add(ts, 1.0, out=os)
-        os *= xs
-        os *= 0.5
+        # s = (1 + tanh(k x (1 + c x^2))) / 2 and out = x s, in place on one cache-sized
+        # block at a time (see backend.for_blocks): every step after the first reads from cache
+        xs, ss = x[lo:hi], s[lo:hi]
+        xp.multiply(xs, xs, out=ss)
+        ss *= _GELU_K * 0.044715
+        ss += _GELU_K
+        ss *= xs
+        xp.tanh(ss, out=ss)
+        ss *= 0.5
+        ss += 0.5
+        xp.multiply(xs, ss, out=out[lo:hi])
     backend.for_blocks(forward_block, x.size, xp=xp)
 
     def backward(g):
@@ -220,16 +220,16 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
         d = xp.empty_like(g)
 
         def backward_block(lo, hi):
-            # d/dx = 0.5 (1 + t + x (1 - t^2) k (1 + 3 c x^2))
-            xs, ts, ds = x[lo:hi], t[lo:hi], d[lo:hi]
+            # d/dx = s + x s' with s' = 2 s (1 - s) k (1 + 3 c x^2), since 1 - tanh^2 = 4 s (1 - s):
+            #      = s (1 + 2 k x (1 + 3 c x^2) (1 - s))
+            xs, ss, ds = x[lo:hi], s[lo:hi], d[lo:hi]
             xp.multiply(xs, xs, out=ds)
-            ds *= _GELU_K * 3 * 0.044715
-            ds += _GELU_K                              # k (1 + 3 c x^2)
-            ds *= 1.0 - ts * ts
+            ds *= 2 * _GELU_K * 3 * 0.044715
+            ds += 2 * _GELU_K                          # 2 k (1 + 3 c x^2)
             ds *= xs
-            ds += ts
+            ds *= 1.0 - ss
             ds += 1.0
-            ds *= 0.5
+            ds *= ss
             ds *= g[lo:hi]
         backend.for_blocks(backward_block, g.size, xp=xp)
         return (d.reshape(a.shape),)
