@@ -225,7 +225,7 @@ def format_torch(p: dict, top: int = 25) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m minilooped.bench profile", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="a", help="one of a, b, c (see python -m minilooped.bench train -h)")
+    ap.add_argument("--config", default="a", help="one of a, b, b-char, c (see python -m minilooped.bench train -h)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--top", type=int, default=25, help="rows to show")

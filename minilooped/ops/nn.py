@@ -97,14 +97,14 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
             f"cross_entropy: target id {bad} is out of range for {c} classes; targets must be in "
             f"[0, {c}) or equal ignore_index={ignore_index} (check the tokenizer's vocab_size)"
         )
-    # One pass each: shift by the row max, exponentiate in place, normalise in place. The
-    # softmax p is kept for the backward, so nothing is exponentiated twice.
+    # Shift by the row max and exponentiate in place: e = exp(x - max). The row sums come from
+    # BLAS (e @ 1); the division by them waits for the backward, where it joins the scaling
+    # by the loss's weight in a single pass. Nothing is exponentiated twice.
     rows = xp.arange(n)
-    p = logits.data - logits.data.max(axis=1, keepdims=True)   # (N, C) shifted logits
-    picked = p[rows, safe]                                      # shifted logit of each target
-    xp.exp(p, out=p)
-    sumexp = p.sum(axis=1)                                      # (N,)
-    p /= sumexp[:, None]                                        # softmax, (N, C)
+    e = logits.data - logits.data.max(axis=1, keepdims=True)   # (N, C) shifted logits
+    picked = e[rows, safe]                                      # shifted logit of each target
+    xp.exp(e, out=e)
+    sumexp = e @ xp.ones(c, dtype=e.dtype)                      # (N,)
     losses = xp.where(valid, xp.log(sumexp) - picked, 0.0).astype(logits.dtype)   # -log p[target]
     count = int(valid.sum())
     if reduction == "mean":
@@ -116,13 +116,13 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
         out = losses
 
     def backward(g):
-        # d loss_i / d logits_i = (softmax_i - onehot(target_i)) * scale_i
+        # d loss_i / d logits_i = (softmax_i - onehot(target_i)) * scale_i, softmax_i = e_i / sumexp_i
         if reduction == "none":
             scale = g * valid
         else:
             scale = (g / count if reduction == "mean" else g) * valid
-        scale = xp.asarray(scale, dtype=p.dtype)
-        grad = p * scale[:, None]                                # a new array: p stays intact
+        scale = xp.asarray(scale, dtype=e.dtype)
+        grad = e * (scale / sumexp)[:, None]                     # a new array: e stays intact
         grad[rows, safe] -= scale
         return (grad,)
     return Tensor._make(out, (logits,), backward, "cross_entropy")
