@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # everything above the core: taken from the working tree for every revision
 OVERLAY = ["minilooped/models", "minilooped/torch", "minilooped/data", "minilooped/training",
            "minilooped/bench", "minilooped/configs", "minilooped/train.py", "minilooped/sample.py",
-           "minilooped/grading", "minilooped/grade.py", "minilooped/testing.py"]
+           "minilooped/grading", "minilooped/grade.py", "minilooped/testing.py", "minilooped/atomic.py"]
 
 
 def git(*args, cwd=ROOT) -> str:

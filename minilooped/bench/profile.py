@@ -250,5 +250,7 @@ def main(argv=None) -> None:
         print(format_torch(report["torch"], args.top))
     if args.json:
         from ..atomic import atomic_write_json
+        from .provenance import provenance
 
-        atomic_write_json(args.json, report)
+        atomic_write_json(args.json, {"provenance": provenance(["profile", *(argv if argv is not None else sys.argv[2:])]),
+                                      **report})

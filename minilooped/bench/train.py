@@ -247,8 +247,11 @@ def main(argv=None) -> None:
     report = run(configs, [b.strip() for b in args.backends.split(",")], args.steps, args.warmup, args.repeat)
     print(format_table(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        from ..atomic import atomic_write_json
+        from .provenance import provenance
+
+        atomic_write_json(args.json, {"provenance": provenance(["train", *(argv if argv is not None else sys.argv[2:])]),
+                                      **report})
 
 
 if __name__ == "__main__":

@@ -405,10 +405,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         m = xp.where(m, 0.0, -xp.inf).astype(q.dtype) if m.dtype == bool else m.astype(q.dtype)
         mask = m if mask is None else mask + m
     qs = q.data * scale                                       # (..., L, E)
-    kc = xp.ascontiguousarray(k.data)                         # small matrices multiply faster so
-    e, r = _attention_weights(qs, kc, mask, xp, shift="matrix")
+    e, r = _attention_weights(qs, k.data, mask, xp, shift="matrix")
     if not bool((r >= _tiny_sum(q.dtype, S)).all()):          # a row far below its matrix's max
-        e, r = _attention_weights(qs, kc, mask, xp, shift="row")
+        e, r = _attention_weights(qs, k.data, mask, xp, shift="row")
     inv_r = 1.0 / r                                           # (..., L, 1)
     if dropout_p > 0.0:
         keep = backend.generator(q.device).random(e.shape) >= dropout_p
@@ -430,7 +429,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
             gs *= drop
         gs -= xp.einsum("...i,...i->...", gr, out)[..., None]  # g' . out, one number per row
         gs *= e
-        gq = mm(gs, kc) if q.requires_grad else None
+        gq = mm(gs, k.data) if q.requires_grad else None
         if gq is not None:
             gq *= scale
         gk = mm(gs.swapaxes(-1, -2), qs) if k.requires_grad else None
@@ -438,12 +437,12 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
 
 
-def _attention_weights(qs, kc, mask, xp, shift: str):
-    """e = exp(qs kc^T + mask - m) and its row sums r, (..., L, S) and (..., L, 1).
+def _attention_weights(qs, k, mask, xp, shift: str):
+    """e = exp(qs k^T + mask - m) and its row sums r, (..., L, S) and (..., L, 1).
 
     ``shift`` "matrix": m is the largest score of each (L, S) matrix; "row": of each row.
     """
-    s = mm(qs, kc.swapaxes(-1, -2))                           # scores, (..., L, S)
+    s = mm(qs, k.swapaxes(-1, -2))                            # scores, (..., L, S)
     if mask is not None:
         if xp.broadcast_shapes(s.shape, mask.shape) == s.shape:
             s += mask
