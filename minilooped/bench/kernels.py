@@ -6,6 +6,7 @@ the core uses, on the shapes of the bench's training configs:
 
     fusion       a training step with layer norm, GELU, attention and cross-entropy written as
                  chains of elementary ops (autograd differentiates them) vs the fused ops
+    matmul       the matrix products of a linear layer, NumPy (OpenBLAS) vs PyTorch, same threads
     embedding    the embedding's backward: add.at vs bincount vs one-hot matmul vs sort + reduceat
     reductions   row sums and row maxima: NumPy's axis reductions vs BLAS and einsum
     views        a batched matmul on transposed / strided views vs a contiguous copy first
@@ -29,7 +30,7 @@ import time
 from .provenance import provenance
 from .train import _thread_env
 
-EXPERIMENTS = ("fusion", "embedding", "reductions", "views", "allocator", "spinning", "threads")
+EXPERIMENTS = ("fusion", "matmul", "embedding", "reductions", "views", "allocator", "spinning", "threads")
 
 
 def _best_us(fn, repeat: int) -> float:
@@ -41,6 +42,44 @@ def _best_us(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return 1e6 * best
+
+
+# ------------------------------------------------------------------ matmul
+_MATMUL_CODE = """
+import json, time
+import numpy as np, torch
+torch.set_num_threads({threads})
+def best(fn, repeat={repeat}):
+    fn(), fn()
+    b = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn(); b = min(b, time.perf_counter() - t0)
+    return 1e6 * b
+rows = []
+for label, n, i, o in {shapes!r}:
+    rng = np.random.default_rng(0)
+    x, w, g = (rng.standard_normal(s, dtype=np.float32) for s in ((n, i), (o, i), (n, o)))
+    xt, wt, gt = map(torch.from_numpy, (x, w, g))
+    # the three products of a linear layer: forward x W^T, backward g W and g^T x
+    np_us = best(lambda: x @ w.T) + best(lambda: g @ w) + best(lambda: g.T @ x)
+    torch_us = best(lambda: xt @ wt.T) + best(lambda: gt @ wt) + best(lambda: gt.T @ xt)
+    rows.append({{"case": label, "shape": [n, i, o], "NumPy (OpenBLAS)": np_us, "PyTorch": torch_us}})
+print(json.dumps(rows))
+"""
+
+
+def matmul(repeat: int) -> dict:
+    """Forward and backward products of the linear layers of configs b and c, both libraries."""
+    shapes = [("b: qkv, 128 -> 384", 1024, 128, 384), ("b: attention proj, 128 -> 128", 1024, 128, 128),
+              ("b: MLP up, 128 -> 512", 1024, 128, 512), ("b: MLP down, 512 -> 128", 1024, 512, 128),
+              ("c: MLP up, 768 -> 3072", 1024, 768, 3072)]
+    code = _MATMUL_CODE.format(threads=2, repeat=repeat, shapes=shapes)
+    full = dict(os.environ, **_thread_env())
+    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"kernels bench child failed:\n{proc.stderr[-3000:]}")
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"unit": "us for the 3 products of a linear layer", "rows": rows}
 
 
 # ------------------------------------------------------------------ embedding backward
@@ -313,7 +352,7 @@ def main(argv=None) -> None:
     for var, value in _thread_env().items():
         os.environ.setdefault(var, value)
     repeat, steps = (3, 2) if args.quick else (args.repeat, args.steps)
-    runners = {"fusion": lambda: fusion(steps), "embedding": lambda: embedding(repeat), "reductions": lambda: reductions(repeat),
+    runners = {"fusion": lambda: fusion(steps), "matmul": lambda: matmul(repeat), "embedding": lambda: embedding(repeat), "reductions": lambda: reductions(repeat),
                "views": lambda: views(repeat), "allocator": lambda: allocator(steps),
                "spinning": lambda: spinning(repeat), "threads": lambda: threads(steps)}
     report = {"provenance": provenance(["kernels", *argv]), "quick": args.quick}

@@ -36,7 +36,8 @@ import subprocess
 import sys
 import time
 
-THREADS = 2
+from .provenance import THREADS  # 2, the budget
+
 CONFIGS = {
     "a": dict(label="nanoGPT CPU shape (4L, 128, T64, B12, V65)", model="shakespeare-gpt2", batch_size=12,
               model_args=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65)),
