@@ -314,6 +314,9 @@ def threads(steps: int) -> dict:
         row = {"case": f"config {key}"}
         for t in ("1", "2"):
             row[f"{t} thread(s)"] = _step(key, {"MINILOOPED_NUM_THREADS": t}, n)["ms_per_step"]
+        # OpenBLAS's workers asleep at once: the second thread is free, every product wakes them
+        row["2 threads, OPENBLAS_THREAD_TIMEOUT=4"] = _step(
+            key, {"MINILOOPED_NUM_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "4"}, n)["ms_per_step"]
         rows.append(row)
     return {"unit": "ms/step", "rows": rows}
 

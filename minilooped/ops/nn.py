@@ -377,7 +377,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     positions <= i only. ``attn_mask``: boolean (True = may attend) or additive float.
 
     The (L, S) score matrices are the big arrays here, so the kernel makes as few passes
-    over them as it can (three in the forward, two in the backward):
+    over them as it can (in the forward: mask, shift, exp, and two reductions; in the
+    backward: subtract and multiply, besides the matrix products):
     - the scale multiplies q, which is smaller than the scores when E < S;
     - the softmax is left unnormalised, e = exp(s - m), and the division by the row sums
       r = e @ 1 is applied to the output, (e v) / r, which has E columns instead of S;
@@ -444,7 +445,7 @@ def _attention_weights(qs, k, mask, xp, shift: str):
     """
     s = mm(qs, k.swapaxes(-1, -2))                            # scores, (..., L, S)
     if mask is not None:
-        if xp.broadcast_shapes(s.shape, mask.shape) == s.shape:
+        if backend.np.broadcast_shapes(s.shape, mask.shape) == s.shape:
             s += mask
         else:
             s = s + mask                                      # a mask that broadcasts the batch
