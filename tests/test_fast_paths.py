@@ -45,22 +45,49 @@ def _reference_attention(q, k, v, causal):
     return (p / p.sum(axis=-1, keepdims=True)) @ v
 
 
+@pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("spread", [1.0, 300.0])
-def test_attention_matrix_shift_and_row_fallback(spread):
-    """spread 300: one row's scores sit ~300 below its matrix's maximum, so exp(s - m)
-    underflows for the whole row and the exact per-row shift must take over."""
+def test_attention_shift_and_exact_fallback(spread, causal, monkeypatch):
+    """spread 300: rows whose scores lie hundreds apart, so that exp(s - m) overflows (the
+    causal diagonal shift) or underflows (the matrix shift) in float32, and the exact per-row
+    shift must take over. spread 1: the fast shift alone."""
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
-    q[0, 1, 2] *= spread
     k[0, 1] = np.abs(k[0, 1])
-    q[0, 1, 2] = -np.abs(q[0, 1, 2])               # row 2 of matrix (0, 1): large negative scores
+    q[0, 1, 2] = -np.abs(q[0, 1, 2]) * spread      # row 2 of matrix (0, 1): large negative scores
     q[0, 1, 3] = np.abs(q[0, 1, 3]) * spread ** 0.5  # another row of it: large positive ones
+    k[0, 1, 1] *= spread                             # one key far above the others
+    used = []
+    original = fused._exact_rows
+
+    def spy(e, r, bad, *args):
+        used.append(int(bad.sum()))
+        return original(e, r, bad, *args)
+    monkeypatch.setattr(fused, "_exact_rows", spy)
     for dtype in (np.float64, np.float32):
-        out = F.scaled_dot_product_attention(*(ml.Tensor(a.astype(dtype)) for a in (q, k, v)), is_causal=True)
-        ref = _reference_attention(q, k, v, causal=True)
+        used.clear()
+        out = F.scaled_dot_product_attention(*(ml.Tensor(a.astype(dtype)) for a in (q, k, v)), is_causal=causal)
+        ref = _reference_attention(q, k, v, causal=causal)
         tol = 1e-12 if dtype == np.float64 else 2e-5
         np.testing.assert_allclose(out.numpy(), ref, rtol=tol, atol=tol)
         assert np.isfinite(out.numpy()).all()
+        if spread == 1.0:
+            assert not used                            # the fast shift alone
+        elif dtype == np.float32:
+            assert used and used[0] < q.shape[0] * q.shape[1] * q.shape[2]  # a few rows, exactly
+
+
+def test_causal_attention_rows_are_bitwise_independent_of_later_positions():
+    """Each row's shift is its own diagonal score, so changing a later position changes
+    no earlier output in any bit (a matrix-wide shift would, by rounding)."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 3, 8, 4)).astype(np.float32) for _ in range(3))
+    before = F.scaled_dot_product_attention(ml.Tensor(q), ml.Tensor(k), ml.Tensor(v), is_causal=True).numpy()
+    for a in (q, k, v):
+        a[:, :, 5:] += 10 * rng.standard_normal(a[:, :, 5:].shape).astype(np.float32)
+    after = F.scaled_dot_product_attention(ml.Tensor(q), ml.Tensor(k), ml.Tensor(v), is_causal=True).numpy()
+    assert np.array_equal(before[:, :, :5], after[:, :, :5])
+    assert not np.array_equal(before[:, :, 5:], after[:, :, 5:])
 
 
 def test_attention_fully_masked_row_is_nan_like_torch():

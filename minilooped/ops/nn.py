@@ -382,11 +382,13 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     - the scale multiplies q, which is smaller than the scores when E < S;
     - the softmax is left unnormalised, e = exp(s - m), and the division by the row sums
       r = e @ 1 is applied to the output, (e v) / r, which has E columns instead of S;
-    - the shift m is the largest score of each (L, S) matrix rather than of each row: any
-      m at least the row's maximum keeps exp() from overflowing, and a whole-matrix max is
-      one fast reduction where NumPy's per-row max is many short ones. Should a row's
-      scores all sit so far below m that its sum loses precision (far outside what
-      attention produces), the exact per-row shift is used instead.
+    - the shift m that keeps exp() in range is not each row's maximum (NumPy computes a
+      per-row max as many short reductions): in causal attention it is the row's own
+      diagonal score, always visible, so each row still depends on its own scores alone
+      and r >= 1; otherwise it is the largest score of each (L, S) matrix, one fast
+      reduction. Should a row overflow (a score far above the diagonal) or underflow (all
+      far below the matrix's max), far outside what attention produces, the exact per-row
+      shift is used instead.
     """
     for t in (k, v):
         check_same(q, t, "scaled_dot_product_attention")
@@ -406,9 +408,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         m = xp.where(m, 0.0, -xp.inf).astype(q.dtype) if m.dtype == bool else m.astype(q.dtype)
         mask = m if mask is None else mask + m
     qs = q.data * scale                                       # (..., L, E)
-    e, r = _attention_weights(qs, k.data, mask, xp, shift="matrix")
-    if not bool((r >= _tiny_sum(q.dtype, S)).all()):          # a row far below its matrix's max
-        e, r = _attention_weights(qs, k.data, mask, xp, shift="row")
+    shift = "diagonal" if is_causal and attn_mask is None and L == S else "matrix"
+    e, r = _attention_weights(qs, k.data, mask, xp, shift)
     inv_r = 1.0 / r                                           # (..., L, 1)
     if dropout_p > 0.0:
         keep = backend.generator(q.device).random(e.shape) >= dropout_p
@@ -441,7 +442,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
 def _attention_weights(qs, k, mask, xp, shift: str):
     """e = exp(qs k^T + mask - m) and its row sums r, (..., L, S) and (..., L, 1).
 
-    ``shift`` "matrix": m is the largest score of each (L, S) matrix; "row": of each row.
+    ``shift``: m is each row's diagonal score ("diagonal") or the largest score of each
+    (L, S) matrix ("matrix"). Rows whose sum overflowed or lost precision are recomputed
+    with their own maximum (``_exact_rows``), so each row depends on its own scores only.
     """
     s = mm(qs, k.swapaxes(-1, -2))                            # scores, (..., L, S)
     if mask is not None:
@@ -450,13 +453,31 @@ def _attention_weights(qs, k, mask, xp, shift: str):
         else:
             s = s + mask                                      # a mask that broadcasts the batch
     L, S = s.shape[-2:]
-    if shift == "row":
-        s -= s.max(axis=-1, keepdims=True)
+    if shift == "diagonal":
+        s -= s.diagonal(axis1=-2, axis2=-1)[..., None].copy()
     else:
         mats = s.reshape(-1, L * S)
         mats -= mats.max(axis=1, keepdims=True)
     xp.exp(s, out=s)
-    return s, xp.einsum("...s->...", s)[..., None]            # row sums in one pass, not S short ones
+    r = xp.einsum("...s->...", s)                             # row sums in one pass, not S short ones
+    bad = ~((r >= _tiny_sum(s.dtype, S)) & xp.isfinite(r))
+    if bool(bad.any()):
+        _exact_rows(s, r, bad, qs, k, mask, xp)
+    return s, r[..., None]
+
+
+def _exact_rows(e, r, bad, qs, k, mask, xp) -> None:
+    """Recompute the rows flagged in ``bad`` with the exact shift, each row's own maximum."""
+    idx = xp.nonzero(bad)                                     # (batch indices..., row)
+    q_rows = xp.broadcast_to(qs, e.shape[:-1] + qs.shape[-1:])[idx]        # (n, E)
+    k_rows = xp.broadcast_to(k, e.shape[:-2] + k.shape[-2:])[idx[:-1]]     # (n, S, E)
+    s = xp.einsum("ne,nse->ns", q_rows, k_rows)
+    if mask is not None:
+        s = s + xp.broadcast_to(mask, e.shape)[idx]
+    s -= s.max(axis=-1, keepdims=True)
+    xp.exp(s, out=s)
+    e[idx] = s
+    r[idx] = s.sum(axis=-1)
 
 
 def _tiny_sum(dtype, n: int) -> float:
