@@ -458,7 +458,8 @@ def _attention_weights(qs, k, mask, xp, shift: str):
     else:
         mats = s.reshape(-1, L * S)
         mats -= mats.max(axis=1, keepdims=True)
-    xp.exp(s, out=s)
+    with backend.np.errstate(over="ignore", under="ignore"):  # such rows are found and redone below
+        xp.exp(s, out=s)
     r = xp.einsum("...s->...", s)                             # row sums in one pass, not S short ones
     bad = ~((r >= _tiny_sum(s.dtype, S)) & xp.isfinite(r))
     if bool(bad.any()):
@@ -474,7 +475,8 @@ def _exact_rows(e, r, bad, qs, k, mask, xp) -> None:
     s = xp.einsum("ne,nse->ns", q_rows, k_rows)
     if mask is not None:
         s = s + xp.broadcast_to(mask, e.shape)[idx]
-    s -= s.max(axis=-1, keepdims=True)
+    with backend.np.errstate(invalid="ignore"):               # a fully masked row: nan, as in torch
+        s -= s.max(axis=-1, keepdims=True)
     xp.exp(s, out=s)
     e[idx] = s
     r[idx] = s.sum(axis=-1)
