@@ -16,13 +16,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from minilooped.atomic import atomic_write_json  # noqa: E402
+from minilooped.bench.provenance import machine  # noqa: E402
 # everything above the core: taken from the working tree for every revision
 OVERLAY = ["minilooped/models", "minilooped/torch", "minilooped/data", "minilooped/training",
            "minilooped/bench", "minilooped/configs", "minilooped/train.py", "minilooped/sample.py",
@@ -77,16 +79,12 @@ def main(argv=None) -> None:
     record = {
         "command": " ".join(["python", "scripts/bench_history.py", *(argv or sys.argv[1:])]),
         "harness_commit": git("rev-parse", "HEAD"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runs": runs,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -215,17 +215,21 @@ def test_trace_gives_logit_lens_states(impl):
     np.testing.assert_allclose(lens, logits, rtol=1e-12, atol=1e-12)
 
 
+def _unrolled_state(sd, order):
+    """The state dict of a plain GPT-2 whose block d is a copy of the shared block order[d]."""
+    copies = {k: v for k, v in sd.items() if not k.startswith("transformer.h.")}
+    for d, u in enumerate(order):
+        for k, v in sd.items():
+            if k.startswith(f"transformer.h.{u}."):
+                copies[k.replace(f"transformer.h.{u}.", f"transformer.h.{d}.", 1)] = v
+    return copies
+
+
 def test_shared_block_gradient_is_sum_over_applications(impl):
     """2 blocks x 2 loops == a 4-block GPT-2 whose blocks are copies [b0, b1, b0, b1]."""
     looped = impl.make(variant="loop_residual", n_loops=2)
     unrolled = impl.make(n_layer=4)
-    sd = impl.state(looped)
-    copies = {k: v for k, v in sd.items() if not k.startswith("transformer.h.")}
-    for d, u in enumerate([0, 1, 0, 1]):
-        for k, v in sd.items():
-            if k.startswith(f"transformer.h.{u}."):
-                copies[k.replace(f"transformer.h.{u}.", f"transformer.h.{d}.", 1)] = v
-    impl.load(unrolled, copies)
+    impl.load(unrolled, _unrolled_state(impl.state(looped), [0, 1, 0, 1]))
     idx, targets = impl.tokens(), impl.tokens(seed=1)
     _, loss_l = looped(idx, targets)
     loss_l.backward()
@@ -296,12 +300,7 @@ def test_recursive_rank_0_is_the_strictly_shared_model(impl):
     sequence = impl.from_gpt2(source, 2, sharing="sequence", init="average", lora_rank=0)
     unrolled = impl.make(n_layer=4)  # b0 b0 b1 b1
     sd = impl.state(sequence)
-    copies = {k: v for k, v in sd.items() if not k.startswith("transformer.h.")}
-    for d, u in enumerate([0, 0, 1, 1]):
-        for k, v in sd.items():
-            if k.startswith(f"transformer.h.{u}."):
-                copies[k.replace(f"transformer.h.{u}.", f"transformer.h.{d}.", 1)] = v
-    impl.load(unrolled, copies)
+    impl.load(unrolled, _unrolled_state(sd, [0, 0, 1, 1]))
     np.testing.assert_allclose(impl.arr(sequence(idx)[0]), impl.arr(unrolled(idx)[0]), rtol=1e-12, atol=1e-12)
     # average init: the shared block is the mean of its tied layers
     src = impl.state(source)

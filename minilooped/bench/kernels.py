@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 
-from .provenance import provenance
-from .train import _thread_env
+from .provenance import THREADS, provenance
+from .train import _default_vocab, _thread_env
 
 EXPERIMENTS = ("fusion", "matmul", "embedding", "reductions", "views", "allocator", "spinning", "threads")
 
@@ -73,12 +73,7 @@ def matmul(repeat: int) -> dict:
     shapes = [("b: qkv, 128 -> 384", 1024, 128, 384), ("b: attention proj, 128 -> 128", 1024, 128, 128),
               ("b: MLP up, 128 -> 512", 1024, 128, 512), ("b: MLP down, 512 -> 128", 1024, 512, 128),
               ("c: MLP up, 768 -> 3072", 1024, 768, 3072)]
-    code = _MATMUL_CODE.format(threads=2, repeat=repeat, shapes=shapes)
-    full = dict(os.environ, **_thread_env())
-    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"kernels bench child failed:\n{proc.stderr[-3000:]}")
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = _child(_MATMUL_CODE.format(threads=THREADS, repeat=repeat, shapes=shapes), {})
     return {"unit": "us for the 3 products of a linear layer", "rows": rows}
 
 
@@ -182,24 +177,9 @@ def _child(code: str, env: dict) -> dict:
 
 
 _STEP_CODE = """
-import json, resource, statistics, sys, time
-import numpy as np
-from minilooped.bench.train import train_config
-from minilooped.data import get_batch
-from minilooped.training.ddp import DistInfo
-from minilooped.training.loop import make_engine
-cfg = train_config({key!r}, "numpy", 80)
-mc = cfg.model_config()
-dist = DistInfo(device="cpu")
-engine = make_engine(cfg, mc, dist)
-rng = np.random.default_rng(0)
-tokens = rng.integers(0, mc.vocab_size, size=100_000)
-def step():
-    x, y = get_batch(tokens, cfg.batch_size, mc.block_size, rng)
-    engine.forward_backward(x, y, None, scale=1.0, sync=True)
-    engine.collect_loss(dist)
-    engine.clip_grad_norm(cfg.grad_clip)
-    engine.optimizer_step(cfg.learning_rate)
+import json, resource, statistics, time
+from minilooped.bench.train import BenchStep
+step = BenchStep({key!r}, "numpy", {vocab})
 for _ in range({warmup}):
     step()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -212,7 +192,7 @@ print(json.dumps({{"ms_per_step": 1000 * statistics.median(times), "page_faults_
 
 
 def _step(key: str, env: dict, steps: int, warmup: int = 3) -> dict:
-    return _child(_STEP_CODE.format(key=key, steps=steps, warmup=warmup), env)
+    return _child(_STEP_CODE.format(key=key, vocab=_default_vocab(), steps=steps, warmup=warmup), env)
 
 
 def use_unfused_ops() -> None:
@@ -258,8 +238,9 @@ def fusion(steps: int) -> dict:
     rows = []
     for key in ("a", "b", "c"):
         n = steps if key != "c" else max(2, steps // 4)
-        code = _STEP_CODE.format(key=key, steps=n, warmup=2)
-        unfused = code.replace("import numpy as np\n", "import numpy as np\n"
+        code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=n, warmup=2)
+        unfused = code.replace("from minilooped.bench.train import BenchStep\n",
+                               "from minilooped.bench.train import BenchStep\n"
                                "from minilooped.bench.kernels import use_unfused_ops; use_unfused_ops()\n", 1)
         rows.append({"case": f"config {key}", "elementary ops": _child(unfused, {})["ms_per_step"],
                      "fused ops (core)": _child(code, {})["ms_per_step"]})

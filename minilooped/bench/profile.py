@@ -25,7 +25,7 @@ import sys
 import time
 from collections import defaultdict
 
-from .train import CONFIGS, THREADS, _default_vocab, train_config
+from .train import CONFIGS, THREADS, BenchStep, _default_vocab
 
 
 class OpTimer:
@@ -38,10 +38,12 @@ class OpTimer:
         self._stack = []  # child-time accumulators of the ops being timed
         self._undo = []
 
-    def _timed(self, name, fn, table):
-        stack = self._stack
+    def _timed(self, name, fn, table, count: bool = False):
+        stack, calls = self._stack, self.calls
 
         def wrapper(*args, **kwargs):
+            if count:
+                calls[name] += 1
             stack.append(0.0)
             t0 = time.perf_counter()
             try:
@@ -59,17 +61,14 @@ class OpTimer:
         from ..tensor import Tensor
 
         by_id = {id(fn): name for name, fn in OPS.items()}
-        for modname, mod in list(sys.modules.items()):
-            if not (modname == "minilooped" or modname.startswith("minilooped.")) or mod is None:
-                continue
-            for attr, value in list(vars(mod).items()):
+        # every module of the library that holds an op under some name, and the Tensor methods
+        owners = [mod for name, mod in list(sys.modules.items())
+                  if mod is not None and (name == "minilooped" or name.startswith("minilooped."))] + [Tensor]
+        for owner in owners:
+            for attr, value in list(vars(owner).items()):
                 if callable(value) and id(value) in by_id:
                     name = by_id[id(value)]
-                    self._patch(mod, attr, value, self._counted(name, self._timed(name, value, self.fwd)))
-        for attr, value in list(vars(Tensor).items()):
-            if callable(value) and id(value) in by_id:
-                name = by_id[id(value)]
-                self._patch(Tensor, attr, value, self._counted(name, self._timed(name, value, self.fwd)))
+                    self._patch(owner, attr, value, self._timed(name, value, self.fwd, count=True))
         original_make = Tensor._make
         timer = self
 
@@ -79,14 +78,6 @@ class OpTimer:
             return original_make(data, parents, backward, op)
         self._patch(Tensor, "_make", Tensor.__dict__["_make"], staticmethod(_make))
         return self
-
-    def _counted(self, name, fn):
-        calls = self.calls
-
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
 
     def _patch(self, owner, attr, old, new):
         setattr(owner, attr, new)
@@ -103,19 +94,8 @@ class OpTimer:
 
 def profile_core(key: str, vocab: int, steps: int = 10, warmup: int = 3) -> dict:
     """Milliseconds per step of the core's training step on bench config ``key``, by part."""
-    import numpy as np
-
-    from ..data import get_batch
-    from ..training.ddp import DistInfo
-    from ..training.loop import make_engine
-
-    cfg = train_config(key, "numpy", vocab)
-    mc = cfg.model_config()
-    dist = DistInfo(device="cpu")
-    engine = make_engine(cfg, mc, dist)
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, mc.vocab_size, size=100_000)
-    B, T = cfg.batch_size, mc.block_size
+    bench = BenchStep(key, "numpy", vocab)
+    engine, cfg, dist = bench.engine, bench.cfg, bench.dist
     timer = OpTimer().install()
     parts = defaultdict(float)
     try:
@@ -123,7 +103,7 @@ def profile_core(key: str, vocab: int, steps: int = 10, warmup: int = 3) -> dict
             if i == warmup:
                 timer.reset(), parts.clear()
             t0 = time.perf_counter()
-            x, y = get_batch(tokens, B, T, rng)
+            x, y = bench.batch()
             xt, yt = engine._tensor(x), engine._tensor(y)
             t1 = time.perf_counter()
             _, loss = engine.model(xt, yt)
@@ -160,28 +140,9 @@ def profile_core(key: str, vocab: int, steps: int = 10, warmup: int = 3) -> dict
 
 def profile_torch(key: str, vocab: int, steps: int = 10, warmup: int = 3) -> dict:
     """The mirror's step under torch.profiler: ms per step of self CPU time by aten op."""
-    import numpy as np
     import torch
 
-    from ..data import get_batch
-    from ..training.ddp import DistInfo
-    from ..training.loop import make_engine
-
-    torch.set_num_threads(THREADS)
-    cfg = train_config(key, "torch", vocab)
-    mc = cfg.model_config()
-    dist = DistInfo(device="cpu")
-    engine = make_engine(cfg, mc, dist)
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, mc.vocab_size, size=100_000)
-    B, T = cfg.batch_size, mc.block_size
-
-    def step():
-        x, y = get_batch(tokens, B, T, rng)
-        engine.forward_backward(x, y, None, scale=1.0, sync=True)
-        engine.collect_loss(dist)
-        engine.clip_grad_norm(cfg.grad_clip)
-        engine.optimizer_step(cfg.learning_rate)
+    step = BenchStep(key, "torch", vocab)
     for _ in range(warmup):
         step()
     t0 = time.perf_counter()

@@ -9,6 +9,11 @@ import subprocess
 THREADS = 2  # the issue's budget: every benchmark runs on 2 threads
 
 
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
 def provenance(argv) -> dict:
     """How a result file was made: command, commit, machine, date."""
     def git(*args):
@@ -19,7 +24,6 @@ def provenance(argv) -> dict:
             return None
     return {"command": " ".join(["python", "-m", "minilooped.bench", *argv]),
             "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--", "..")),
-            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "cpu_count": os.cpu_count(), "python": platform.python_version()},
+            "machine": machine(),
             "threads": THREADS,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

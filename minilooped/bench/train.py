@@ -29,6 +29,7 @@ Configs (issue 7):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -52,6 +53,7 @@ def _thread_env(n: int = THREADS) -> dict:
     return {"OMP_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
 
 
+@functools.lru_cache(maxsize=None)
 def _default_vocab() -> int:
     """The vocabulary of the default config's data (prepared once if needed)."""
     from ..data import read_meta
@@ -99,38 +101,53 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+class BenchStep:
+    """The engine of bench config ``key`` on ``backend``, and one training step made exactly as
+    the training loop makes it (batch, forward, backward, clipping, AdamW), on random token
+    ids: speed does not depend on them. Shared by ``bench train``, ``profile`` and ``kernels``."""
+
+    def __init__(self, key: str, backend: str, vocab: int):
+        import numpy as np
+
+        from ..training.ddp import DistInfo
+        from ..training.loop import make_engine
+
+        if backend == "torch":
+            import torch
+
+            torch.set_num_threads(THREADS)
+        self.cfg = train_config(key, backend, vocab)
+        self.model_config = self.cfg.model_config()
+        self.dist = DistInfo(device=self.cfg.resolved_device())
+        self.engine = make_engine(self.cfg, self.model_config, self.dist)
+        self._rng = np.random.default_rng(0)
+        self._tokens = self._rng.integers(0, self.model_config.vocab_size, size=100_000)
+
+    def batch(self):
+        from ..data import get_batch
+
+        return get_batch(self._tokens, self.cfg.batch_size, self.model_config.block_size, self._rng)
+
+    def __call__(self) -> None:
+        x, y = self.batch()
+        self.engine.forward_backward(x, y, None, scale=1.0, sync=True)
+        self.engine.collect_loss(self.dist)
+        self.engine.clip_grad_norm(self.cfg.grad_clip)
+        self.engine.optimizer_step(self.cfg.learning_rate)
+
+
 def worker(key: str, backend: str, vocab: int, steps: int, warmup: int) -> dict:
-    import numpy as np
-
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(THREADS)
-    from ..data import get_batch
-    from ..training.ddp import DistInfo
-    from ..training.loop import make_engine
-    from ..training.mfu import flops_per_token
-
-    cfg = train_config(key, backend, vocab)
-    mc = cfg.model_config()
-    base_kb = _rss_kb("VmRSS") or 0  # the libraries are loaded, the model not yet built
-    dist = DistInfo(device=cfg.resolved_device())
-    engine = make_engine(cfg, mc, dist)
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, mc.vocab_size, size=100_000)  # random ids: speed does not depend on them
-    B, T = cfg.batch_size, mc.block_size
-
-    def step():
-        x, y = get_batch(tokens, B, T, rng)
-        engine.forward_backward(x, y, None, scale=1.0, sync=True)
-        engine.collect_loss(dist)
-        engine.clip_grad_norm(cfg.grad_clip)
-        engine.optimizer_step(cfg.learning_rate)
-
-    for _ in range(warmup):
-        step()
     import resource
 
+    from ..training.loop import make_engine  # noqa: F401  (load the libraries before the baseline RSS)
+    from ..training.mfu import flops_per_token
+
+    base_kb = _rss_kb("VmRSS") or 0  # the libraries are loaded, the model not yet built
+    step = BenchStep(key, backend, vocab)
+    mc, engine = step.model_config, step.engine
+    B, T = step.cfg.batch_size, mc.block_size
+    for _ in range(warmup):
+        step()
     can_reset = _reset_peak_rss()  # the high-water mark now starts from the RSS after warmup
     times = []
     for _ in range(steps):
