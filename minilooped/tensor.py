@@ -13,6 +13,7 @@ defines its backward right beside it, then calls ``Tensor._make``.
 from __future__ import annotations
 
 import contextlib
+import math
 
 from . import backend
 from .backend import np
@@ -165,6 +166,9 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            if isinstance(g, SliceGrads):
+                g = g.assemble()
+                owned.add(id(node))
             mine = id(node) in owned
             owned.discard(id(node))
             if node._freed:
@@ -184,13 +188,22 @@ class Tensor:
                     continue
                 key = id(parent)
                 if isinstance(pg, SliceGrad):
-                    # a gradient that is zero outside a slice: add the slice alone
-                    if key not in owned:
-                        buf = grads[key].copy() if key in grads else pg.zeros()
-                        grads[key] = buf
-                        owned.add(key)
-                    pg.add_into(grads[key])
-                elif key in owned:
+                    # a gradient that is zero outside a slice: collect the slices (SliceGrads),
+                    # or add this one alone into the dense gradient already there
+                    if key not in grads:
+                        grads[key] = SliceGrads(pg)
+                    elif isinstance(grads[key], SliceGrads):
+                        grads[key].parts.append(pg)
+                    else:
+                        if key not in owned:
+                            grads[key] = grads[key].copy()
+                            owned.add(key)
+                        pg.add_into(grads[key])
+                    continue
+                if isinstance(grads.get(key), SliceGrads):
+                    grads[key] = grads[key].assemble()    # a dense gradient joins the slices
+                    owned.add(key)
+                if key in owned:
                     grads[key] += pg                   # our own array: add in place
                 elif key in grads:
                     # out-of-place the first time: either array may be a view that another
@@ -347,6 +360,62 @@ class SliceGrad:
 
     def add_into(self, buf) -> None:
         buf[self.index] += self.g
+
+    def box(self):
+        """The slice as ((start, stop) per dim), or None for any index other than plain slices."""
+        index = self.index if isinstance(self.index, tuple) else (self.index,)
+        if len(index) > len(self.shape) or not all(isinstance(i, slice) for i in index):
+            return None
+        index += (slice(None),) * (len(self.shape) - len(index))
+        box = []
+        for i, n in zip(index, self.shape):
+            start, stop, step = i.indices(n)
+            if step != 1:
+                return None
+            box.append((start, max(start, stop)))
+        return tuple(box)
+
+
+class SliceGrads:
+    """The SliceGrads one tensor has received so far, written into one buffer when needed.
+
+    Usually they come from ``split`` and fill the tensor exactly, piece by piece (q, k, v):
+    then each piece is copied into an empty buffer, which is half the memory traffic of
+    zeroing the buffer first and adding every piece into it. Anything else (overlapping
+    slices, a part left zero, an int or step in an index) takes the general way.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, first: SliceGrad):
+        self.parts = [first]
+
+    def assemble(self):
+        first = self.parts[0]
+        xp = backend.array_module(first.g)
+        if self._tile():
+            buf = xp.empty(first.shape, dtype=first.g.dtype)
+            for part in self.parts:
+                buf[part.index] = part.g
+            return buf
+        buf = first.zeros()
+        for part in self.parts:
+            part.add_into(buf)
+        return buf
+
+    def _tile(self) -> bool:
+        """True if the parts' slices are disjoint and cover the whole tensor."""
+        boxes = [part.box() for part in self.parts]
+        if any(b is None for b in boxes):
+            return False
+        size = lambda b: math.prod(hi - lo for lo, hi in b)  # noqa: E731
+        if sum(size(b) for b in boxes) != math.prod(self.parts[0].shape):
+            return False
+        for i, a in enumerate(boxes):
+            for b in boxes[:i]:
+                if all(lo1 < hi2 and lo2 < hi1 for (lo1, hi1), (lo2, hi2) in zip(a, b)):
+                    return False                           # they overlap
+        return True
 
 
 def topological_order(root: Tensor) -> list:

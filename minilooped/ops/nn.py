@@ -11,7 +11,7 @@ from .. import backend
 from ..tensor import Tensor
 from .registry import register
 from ._util import check_same, normalize_dim, unbroadcast
-from .linalg import mm
+from .linalg import _blas_layout, mm
 
 
 def _xp(t):
@@ -324,8 +324,12 @@ def embedding_backward(g, idx, num_embeddings):
 
     ``add.at`` says it most plainly but adds one row at a time. Two faster ways compute the
     same sums (appendix A1 times all three): for a small vocabulary, a matrix product with
-    the one-hot matrix of the ids, onehot (V, N) @ g (N, D); for a large one, sorting the
-    ids so that equal ids are neighbours and summing each run with ``add.reduceat``.
+    the one-hot matrix of the ids, onehot (V, N) @ g (N, D); for a large one, rounds of
+    plain fancy-indexed adds. ``gw[ids] += g`` is fast but keeps one row per repeated id,
+    so each round takes at most one occurrence of every id: round r adds the r-th
+    occurrence (in order of position) of each id that occurs more than r times. There are
+    as many rounds as the most frequent id has occurrences, and every row of ``gw`` receives
+    its terms in the order ``add.at`` adds them, so the sums are the same to the bit.
     """
     xp = backend.array_module(g)
     ids = idx.reshape(-1)
@@ -336,14 +340,20 @@ def embedding_backward(g, idx, num_embeddings):
         return onehot @ g2
     gw = xp.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
     if ids.size:
-        order = xp.argsort(ids, kind="stable")
+        order = xp.argsort(ids, kind="stable")          # equal ids side by side, in order of position
         sorted_ids = ids[order]
-        starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), sorted_ids[1:] != sorted_ids[:-1]]))
-        gw[sorted_ids[starts]] = xp.add.reduceat(g2[order], starts, axis=0)
+        first = xp.empty(ids.size, dtype=bool)          # True where a run of equal ids starts
+        first[0] = True
+        xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+        run_start = xp.flatnonzero(first)[xp.cumsum(first) - 1]
+        occurrence = xp.arange(ids.size) - run_start    # 0 for an id's first occurrence, 1 for its second...
+        for r in range(int(occurrence.max()) + 1):
+            pick = xp.flatnonzero(occurrence == r)      # no id twice: fancy-indexed += is exact
+            gw[sorted_ids[pick]] += g2[order[pick]]
     return gw
 
 
-ONE_HOT_MAX_VOCAB = 256  # measured: one-hot matmul wins up to a few hundred ids, sorting beyond
+ONE_HOT_MAX_VOCAB = 128  # measured: the one-hot product wins up to about 128 ids, the rounds beyond
 
 
 # ------------------------------------------------------------------- dropout
@@ -379,7 +389,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     The (L, S) score matrices are the big arrays here, so the kernel makes as few passes
     over them as it can (in the forward: mask, shift, exp, and two reductions; in the
     backward: subtract and multiply, besides the matrix products):
-    - the scale multiplies q, which is smaller than the scores when E < S;
+    - the scale multiplies k, which is smaller than the scores when E < S;
     - the softmax is left unnormalised, e = exp(s - m), and the division by the row sums
       r = e @ 1 is applied to the output, (e v) / r, which has E columns instead of S;
     - the shift m that keeps exp() in range is not each row's maximum (NumPy computes a
@@ -389,6 +399,15 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
       reduction. Should a row overflow (a score far above the diagonal) or underflow (all
       far below the matrix's max), far outside what attention produces, the exact per-row
       shift is used instead.
+
+    Two choices of memory layout save copies around it:
+    - the output and the gradients of q, k and v are written (by the matrix product itself)
+      into arrays laid out (..., L, heads, E): the model's next step, moving the heads next
+      to each other (``y.transpose(1, 2).view(B, T, C)``), is then a free view instead of a
+      copy, and so is the same step in reverse for the gradients;
+    - k^T is written row-major (by the pass that scales it), and so is v^T for small
+      matrices, so that no product has a transposed right operand, the form OpenBLAS's
+      kernels for small matrices are slowest at (see ``_nn_operand``).
     """
     for t in (k, v):
         check_same(q, t, "scaled_dot_product_attention")
@@ -407,9 +426,11 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         m = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
         m = xp.where(m, 0.0, -xp.inf).astype(q.dtype) if m.dtype == bool else m.astype(q.dtype)
         mask = m if mask is None else mask + m
-    qs = q.data * scale                                       # (..., L, E)
+    # the scale and the transpose of k in one pass, into the row-major (..., E, S) array
+    # that BLAS multiplies fastest: q kt is then the scaled scores
+    kt = xp.multiply(k.data.swapaxes(-1, -2), scale, out=xp.empty(k.shape[:-2] + (k.shape[-1], S), dtype=k.dtype))
     shift = "diagonal" if is_causal and attn_mask is None and L == S else "matrix"
-    e, r = _attention_weights(qs, k.data, mask, xp, shift)
+    e, r = _attention_weights(q.data, kt, mask, xp, shift)
     inv_r = 1.0 / r                                           # (..., L, 1)
     if dropout_p > 0.0:
         keep = backend.generator(q.device).random(e.shape) >= dropout_p
@@ -417,36 +438,87 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         ed = e * drop
     else:
         drop, ed = None, e
-    out = mm(ed, v.data)                                      # (..., L, Ev)
-    out *= inv_r                                              # the softmax's normalisation, late
+    out = _heads_last_product(ed, v.data, xp)                 # (..., L, Ev)
+    _in_memory_order(xp.multiply, out, inv_r, out=out)        # the softmax's normalisation, late
 
     def backward(g):
         # With p = e / r: out_i = sum_j e_ij v_j / r_i, so d out_i / d e_ij = (v_j - out_i) / r_i.
         # Writing g' = g / r, the gradient reaching e is  g' v^T - (g' . out)  (a row constant),
         # and through e = exp(s - m) the scores receive  ds = e * (g' v^T - (g' . out)).
-        gr = g * inv_r                                        # g', (..., L, Ev)
-        gv = mm(ed.swapaxes(-1, -2), gr) if v.requires_grad else None
-        gs = mm(gr, v.data.swapaxes(-1, -2))                  # (..., L, S)
+        gr = _in_memory_order(xp.multiply, g, inv_r)          # g', (..., L, Ev)
+        gv = _heads_last_product(ed.swapaxes(-1, -2), gr, xp) if v.requires_grad else None
+        gs = mm(gr, _nn_operand(v.data.swapaxes(-1, -2), gr, xp))   # (..., L, S)
         if drop is not None:
             gs *= drop
         gs -= xp.einsum("...i,...i->...", gr, out)[..., None]  # g' . out, one number per row
         gs *= e
-        gq = mm(gs, k.data) if q.requires_grad else None
-        if gq is not None:
-            gq *= scale
-        gk = mm(gs.swapaxes(-1, -2), qs) if k.requires_grad else None
+        gq = _heads_last_product(gs, k.data, xp) if q.requires_grad else None
+        gk = _heads_last_product(gs.swapaxes(-1, -2), q.data, xp) if k.requires_grad else None
+        for grad in (gq, gk):
+            if grad is not None:
+                _in_memory_order(xp.multiply, grad, scale, out=grad)   # ds / dq = scale gs k
         return (_unb(gq, q.shape), _unb(gk, k.shape), _unb(gv, v.shape))
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
 
 
-def _attention_weights(qs, k, mask, xp, shift: str):
-    """e = exp(qs k^T + mask - m) and its row sums r, (..., L, S) and (..., L, 1).
+def _heads_last_product(a, b, xp):
+    """a @ b for (..., H, M, K) @ (..., H, K, N), written into memory laid out (..., M, H, N).
+
+    The result is the usual (..., H, M, N) array, as a view. Attention's caller moves the
+    heads next to each other right after, ``y.transpose(1, 2).view(B, T, C)``: with this
+    layout that is a view too, where a plain product would need a copy of the whole output.
+    """
+    lead = backend.np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if len(lead) < 2 or xp is not backend.np:               # no head axis: the plain product
+        return mm(a, b)
+    m, n = a.shape[-2], b.shape[-1]
+    buf = xp.empty(lead[:-1] + (m, lead[-1], n), dtype=xp.result_type(a, b))
+    out = buf.swapaxes(-3, -2)                                # (..., H, M, N), BLAS can write it
+    xp.matmul(*(x if _blas_layout(x) else xp.ascontiguousarray(x) for x in (a, b)), out=out)
+    return out
+
+
+def _in_memory_order(ufunc, a, b, out=None):
+    """``ufunc(a, b, out=out)``, visiting ``a`` in the order it lies in memory.
+
+    For ``a`` in the layout of ``_heads_last_product`` and ``b`` of one value per row
+    (..., H, L, 1), NumPy would loop over a's rows by (H, L), short strided runs; with the two
+    axes swapped the same elements are one contiguous pass, twice as fast.
+    """
+    b_ndim = getattr(b, "ndim", 0)                            # a Python number has none
+    swap = (a.ndim >= 4 and b_ndim != 2 and not a.flags.c_contiguous
+            and a.swapaxes(-3, -2).flags.c_contiguous)
+    if not swap:
+        return ufunc(a, b, out=out)
+    if b_ndim >= 3:
+        b = b.swapaxes(-3, -2)                                # else b broadcasts along the last axis only
+    res = ufunc(a.swapaxes(-3, -2), b, out=None if out is None else out.swapaxes(-3, -2))
+    return res.swapaxes(-3, -2)
+
+
+NT_COPY_MAX = 64 ** 3   # M N K of one product: below it, copying b^T to row-major pays (measured)
+
+
+def _nn_operand(bt, a, xp):
+    """``bt`` (a transposed view, (..., K, N)) as the right operand of ``a @ bt``.
+
+    OpenBLAS's kernels for small matrices are up to 1.5x slower when the right operand is
+    a transposed view (q k^T, g v^T) than when it is row-major; for products of at most
+    NT_COPY_MAX multiply-adds per matrix a row-major copy of it costs less than it saves.
+    """
+    if xp is backend.np and a.shape[-2] * bt.shape[-2] * bt.shape[-1] <= NT_COPY_MAX and bt.strides[-1] != bt.itemsize:
+        return xp.ascontiguousarray(bt)
+    return bt
+
+
+def _attention_weights(q, kt, mask, xp, shift: str):
+    """e = exp(q kt + mask - m) and its row sums r, (..., L, S) and (..., L, 1); kt = scale k^T.
 
     ``shift``: m is each row's diagonal score ("diagonal") or the largest score of each
     (L, S) matrix ("matrix"). Rows whose sum overflowed or lost precision are recomputed
     with their own maximum (``_exact_rows``), so each row depends on its own scores only.
     """
-    s = mm(qs, k.swapaxes(-1, -2))                            # scores, (..., L, S)
+    s = mm(q, kt)                                             # scores, (..., L, S)
     if mask is not None:
         if backend.np.broadcast_shapes(s.shape, mask.shape) == s.shape:
             s += mask
@@ -463,16 +535,16 @@ def _attention_weights(qs, k, mask, xp, shift: str):
     r = xp.einsum("...s->...", s)                             # row sums in one pass, not S short ones
     bad = ~((r >= _tiny_sum(s.dtype, S)) & xp.isfinite(r))
     if bool(bad.any()):
-        _exact_rows(s, r, bad, qs, k, mask, xp)
+        _exact_rows(s, r, bad, q, kt, mask, xp)
     return s, r[..., None]
 
 
-def _exact_rows(e, r, bad, qs, k, mask, xp) -> None:
+def _exact_rows(e, r, bad, q, kt, mask, xp) -> None:
     """Recompute the rows flagged in ``bad`` with the exact shift, each row's own maximum."""
     idx = xp.nonzero(bad)                                     # (batch indices..., row)
-    q_rows = xp.broadcast_to(qs, e.shape[:-1] + qs.shape[-1:])[idx]        # (n, E)
-    k_rows = xp.broadcast_to(k, e.shape[:-2] + k.shape[-2:])[idx[:-1]]     # (n, S, E)
-    s = xp.einsum("ne,nse->ns", q_rows, k_rows)
+    q_rows = xp.broadcast_to(q, e.shape[:-1] + q.shape[-1:])[idx]          # (n, E)
+    kt_rows = xp.broadcast_to(kt, e.shape[:-2] + kt.shape[-2:])[idx[:-1]]  # (n, E, S)
+    s = xp.einsum("ne,nes->ns", q_rows, kt_rows)
     if mask is not None:
         s = s + xp.broadcast_to(mask, e.shape)[idx]
     with backend.np.errstate(invalid="ignore"):               # a fully masked row: nan, as in torch
