@@ -218,16 +218,17 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
     def backward(g):
         g = xp.ascontiguousarray(g).reshape(-1)
         d = xp.empty_like(g)
+        y = out.reshape(-1)
 
         def backward_block(lo, hi):
             # d/dx = s + x s' with s' = 2 s (1 - s) k (1 + 3 c x^2), since 1 - tanh^2 = 4 s (1 - s):
-            #      = s (1 + 2 k x (1 + 3 c x^2) (1 - s))
+            #      = s (1 + 2 k (1 + 3 c x^2) x (1 - s)),  and x (1 - s) = x - out: one pass, not two
             xs, ss, ds = x[lo:hi], s[lo:hi], d[lo:hi]
+            tmp = xs - y[lo:hi]                        # x (1 - s)
             xp.multiply(xs, xs, out=ds)
             ds *= 2 * _GELU_K * 3 * 0.044715
             ds += 2 * _GELU_K                          # 2 k (1 + 3 c x^2)
-            ds *= xs
-            ds *= 1.0 - ss
+            ds *= tmp
             ds += 1.0
             ds *= ss
             ds *= g[lo:hi]

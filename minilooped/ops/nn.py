@@ -97,15 +97,32 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
             f"cross_entropy: target id {bad} is out of range for {c} classes; targets must be in "
             f"[0, {c}) or equal ignore_index={ignore_index} (check the tokenizer's vocab_size)"
         )
-    # Shift by the row max and exponentiate in place: e = exp(x - max). The row sums come from
-    # BLAS (e @ 1); the division by them waits for the backward, where it joins the scaling
-    # by the loss's weight in a single pass. Nothing is exponentiated twice.
+    # e = exp(x - m) with a shift m that keeps exp() in range. The textbook m is each row's
+    # max, but NumPy computes it as N short reductions, and x - m is another pass over the
+    # (N, C) logits. Any m gives the same softmax, so m is one number: 0 when the largest
+    # logit is far from overflowing exp() (the usual case: e = exp(x), one pass), else the
+    # largest logit. A row far below m could lose its sum to underflow; such rows (a
+    # logit below about -80 everywhere, far outside what a model produces) are redone with
+    # their own max. The row sums come from BLAS (e @ 1); the division by them waits for
+    # the backward, where it joins the scaling by the loss's weight in a single pass.
     rows = xp.arange(n)
-    e = logits.data - logits.data.max(axis=1, keepdims=True)   # (N, C) shifted logits
-    picked = e[rows, safe]                                      # shifted logit of each target
-    xp.exp(e, out=e)
-    sumexp = e @ xp.ones(c, dtype=e.dtype)                      # (N,)
-    losses = xp.where(valid, xp.log(sumexp) - picked, 0.0).astype(logits.dtype)   # -log p[target]
+    x = logits.data
+    top = float(x.max()) if x.size else 0.0
+    m = 0.0 if top < _EXP_SAFE else top
+    with backend.np.errstate(under="ignore", over="ignore", invalid="ignore", divide="ignore"):  # bad rows: redone below
+        e = xp.exp(x - m if m else x)                           # (N, C)
+        sumexp = e @ xp.ones(c, dtype=e.dtype)                  # (N,)
+        log_sumexp = xp.log(sumexp) + m if m else xp.log(sumexp)    # each row's log-sum-exp, unshifted
+    bad = ~((sumexp >= _tiny_sum(e.dtype, c)) & xp.isfinite(sumexp))
+    if bool(bad.any()):                                         # inf or nan logits land here too
+        x_rows = x[bad]
+        row_max = x_rows.max(axis=1, keepdims=True)
+        with backend.np.errstate(invalid="ignore"):             # inf - inf: nan, as in torch
+            e_rows = xp.exp(x_rows - row_max)
+        e[bad] = e_rows
+        sumexp[bad] = e_rows @ xp.ones(c, dtype=e.dtype)
+        log_sumexp[bad] = xp.log(sumexp[bad]) + row_max[:, 0]
+    losses = xp.where(valid, log_sumexp - x[rows, safe], 0.0).astype(logits.dtype)   # -log p[target]
     count = int(valid.sum())
     if reduction == "mean":
         # torch gives nan when every target is ignored; so do we
@@ -126,6 +143,9 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
         grad[rows, safe] -= scale
         return (grad,)
     return Tensor._make(out, (logits,), backward, "cross_entropy")
+
+
+_EXP_SAFE = 80.0  # exp(80) = 5.5e34 < float32's max 3.4e38; a row whose sum overflows anyway is redone
 
 
 # ------------------------------------------------------------- normalisation
