@@ -187,6 +187,9 @@ class Tensor:
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
+                fresh = isinstance(pg, Fresh)
+                if fresh:
+                    pg = pg.array
                 if isinstance(pg, SliceGrad):
                     # a gradient that is zero outside a slice: collect the slices (SliceGrads),
                     # or add this one alone into the dense gradient already there
@@ -206,12 +209,18 @@ class Tensor:
                 if key in owned:
                     grads[key] += pg                   # our own array: add in place
                 elif key in grads:
-                    # out-of-place the first time: either array may be a view that another
-                    # op still holds; the sum is a new array of ours
-                    grads[key] = grads[key] + pg
+                    if fresh:
+                        pg += grads[key]               # the op's new array is ours to add into
+                        grads[key] = pg
+                    else:
+                        # out-of-place: either array may be a view that another op still
+                        # holds; the sum is a new array of ours
+                        grads[key] = grads[key] + pg
                     owned.add(key)
                 else:
                     grads[key] = pg
+                    if fresh:
+                        owned.add(key)
             del parent_grads, g
             if not retain_graph:
                 # Dropping the closure and the links to the parents frees the activations
@@ -339,6 +348,20 @@ class Tensor:
 
     def contiguous(self) -> "Tensor":
         return self
+
+
+class Fresh:
+    """A gradient the op allocated in its backward and keeps no reference to.
+
+    The engine may then add other gradients into it in place. Without the mark it must
+    assume the array is shared (an op may return its own input ``g``, or a saved array)
+    and make every first sum a new array: one more pass over memory, and a cold one.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
 
 
 class SliceGrad:

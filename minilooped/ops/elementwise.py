@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Fresh, Tensor
 from .registry import register
 from ._util import broadcast_shape, operand, operands, unbroadcast
 
@@ -233,7 +233,7 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
             ds *= ss
             ds *= g[lo:hi]
         backend.for_blocks(backward_block, g.size, xp=xp)
-        return (d.reshape(a.shape),)
+        return (Fresh(d.reshape(a.shape)),)
     out = out.reshape(a.shape)
     return Tensor._make(out, (a,), backward, "gelu")
 

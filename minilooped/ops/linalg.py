@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Fresh, Tensor
 from .registry import register
 from ._util import check_same, unbroadcast
 
@@ -112,12 +112,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     def backward(g):
         g2 = g.reshape(-1, weight.shape[0])            # (N, out)
-        gx = (g2 @ weight.data).reshape(x.shape) if x.requires_grad else None
-        gw = g2.T @ x2 if weight.requires_grad else None   # (out, in)
+        # every gradient is a new array (Fresh: the engine may add into it)
+        gx = Fresh((g2 @ weight.data).reshape(x.shape)) if x.requires_grad else None
+        gw = Fresh(g2.T @ x2) if weight.requires_grad else None   # (out, in)
         if bias is None:
             return gx, gw
         # the column sums of g2 as a matrix-vector product: BLAS reads g2 once, where
         # g2.sum(axis=0) adds it up row by row
-        gb = backend.array_module(g2).ones(g2.shape[0], dtype=g2.dtype) @ g2 if bias.requires_grad else None
+        gb = Fresh(backend.array_module(g2).ones(g2.shape[0], dtype=g2.dtype) @ g2) if bias.requires_grad else None
         return gx, gw, gb
     return Tensor._make(out, parents, backward, "linear")

@@ -8,7 +8,7 @@ turns the backward into a few array expressions.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Fresh, Tensor
 from .registry import register
 from ._util import check_same, normalize_dim, unbroadcast
 from .linalg import _blas_layout, mm
@@ -141,7 +141,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
         scale = xp.asarray(scale, dtype=e.dtype)
         grad = e * (scale / sumexp)[:, None]                     # a new array: e stays intact
         grad[rows, safe] -= scale
-        return (grad,)
+        return (Fresh(grad),)
     return Tensor._make(out, (logits,), backward, "cross_entropy")
 
 
@@ -251,11 +251,11 @@ def _layer_norm_rows(x, weight, bias, eps):
         backend.for_blocks(backward_block, n, rows)
         # sum the per-block parameter gradients in a fixed order: results do not depend on threads
         keys = sorted(partial)
-        grads = (gx.reshape(x.shape),)
+        grads = (Fresh(gx.reshape(x.shape)),)               # new arrays: the engine may add into them
         if weight is not None:
-            grads += (sum(partial[k][0] for k in keys),)
+            grads += (Fresh(sum(partial[k][0] for k in keys)),)
         if bias is not None:
-            grads += (sum(partial[k][1] for k in keys),)
+            grads += (Fresh(sum(partial[k][1] for k in keys)),)
         return grads
     return Tensor._make(out.reshape(x.shape), parents, backward, "layer_norm")
 
@@ -331,7 +331,7 @@ def embedding(idx, weight: Tensor) -> Tensor:
     out = weight.data[idx]
 
     def backward(g):
-        return (embedding_backward(g, idx, v),)
+        return (Fresh(embedding_backward(g, idx, v)),)
     return Tensor._make(out, (weight,), backward, "embedding")
 
 
@@ -477,7 +477,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         for grad in (gq, gk):
             if grad is not None:
                 _in_memory_order(xp.multiply, grad, scale, out=grad)   # ds / dq = scale gs k
-        return (_unb(gq, q.shape), _unb(gk, k.shape), _unb(gv, v.shape))
+        return tuple(None if grad is None else Fresh(_unb(grad, t.shape)) for grad, t in ((gq, q), (gk, k), (gv, v)))
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
 
 
