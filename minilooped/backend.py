@@ -9,7 +9,9 @@ A test (tests/test_layering.py) checks that no other core file imports numpy or 
 """
 from __future__ import annotations
 
+import contextlib as _contextlib
 import os as _os
+import threading as _threading
 
 import numpy
 
@@ -116,8 +118,14 @@ def manual_seed(seed: int) -> None:
         _generators["cuda"] = _cupy.random.default_rng(seed)
 
 
+_thread_generators = _threading.local()  # per-thread overrides (training.threads): device -> generator
+
+
 def generator(device: str = "cpu"):
     device = normalize_device(device)
+    override = getattr(_thread_generators, "by_device", None)
+    if override and device in override:
+        return override[device]
     if device not in _generators:
         seed = _generators.get("_seed", None)
         if device == "cpu":
@@ -125,6 +133,23 @@ def generator(device: str = "cpu"):
         else:
             _generators["cuda"] = cupy_module().random.default_rng(seed)
     return _generators[device]
+
+
+@_contextlib.contextmanager
+def thread_generator(gen, device: str = "cpu"):
+    """Within the block, ``generator(device)`` returns ``gen`` on this thread (only).
+
+    The threads that split a batch (training.threads) each draw dropout masks from their
+    own generator: one shared by all would hand out numbers in whatever order the threads
+    happen to ask, and runs would not repeat.
+    """
+    device = normalize_device(device)
+    previous = getattr(_thread_generators, "by_device", None)
+    _thread_generators.by_device = {**(previous or {}), device: gen}
+    try:
+        yield gen
+    finally:
+        _thread_generators.by_device = previous
 
 
 # ------------------------------------------------------------------------ dtypes

@@ -14,37 +14,44 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 from . import backend
 from .backend import np
 
 # ----------------------------------------------------------------- grad mode
-_grad_enabled = [True]
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread (as in PyTorch): a thread inside no_grad()
+    does not switch off the graph of another thread (training/threads.py runs several)."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 @contextlib.contextmanager
 def no_grad():
     """Inside this block no graph is recorded: for evaluation and optimiser updates."""
-    previous = _grad_enabled[0]
-    _grad_enabled[0] = False
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _grad_enabled[0] = previous
+        _grad_mode.enabled = previous
 
 
 @contextlib.contextmanager
 def enable_grad():
-    previous = _grad_enabled[0]
-    _grad_enabled[0] = True
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = True
     try:
         yield
     finally:
-        _grad_enabled[0] = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled[0]
+    return _grad_mode.enabled
 
 
 _DEFAULT_DTYPE = backend.float32
@@ -110,7 +117,7 @@ class Tensor:
         out._op = op
         out._retain = False
         out._freed = False
-        if _grad_enabled[0] and any(p.requires_grad for p in parents):
+        if _grad_mode.enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = parents
             out._backward = backward

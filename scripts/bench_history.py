@@ -1,12 +1,14 @@
 """Measure the training-step bench on earlier versions of the core (book appendix A1).
 
     python scripts/bench_history.py --rev 6a21683 --label before --rev HEAD --label after \
-        --out book/data/perf/history.json
+        --out book/data/perf/history.json -- --threads 1
 
 For each revision a temporary git worktree is checked out; the from-scratch core
 (backend, tensor, ops, functional, nn, optim, io) comes from that revision, while the
 models, data, training loop and the bench itself are overlaid from the working tree, so
-that only the core differs between the measurements. Each run calls
+that only the core differs between the measurements. Pass ``--threads 1`` to the bench (as
+the book does): the batch split of training/threads.py is not part of the core, and older
+cores lack what it needs (per-thread generators and grad mode). Each run calls
 `python -m minilooped.bench train --json` inside that tree. The results, with the command,
 the commits, the machine and the date, are written to one JSON file that the appendix plots.
 """

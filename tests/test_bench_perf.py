@@ -61,7 +61,7 @@ def test_bench_history_measures_a_revision_in_a_worktree(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "history.json"
     _run(["scripts/bench_history.py", "--rev", "HEAD", "--label", "now", "--out", str(out), "--",
-          "--config", "a", "--steps", "1", "--warmup", "1"], tmp_path)
+          "--config", "a", "--steps", "1", "--warmup", "1", "--threads", "1"], tmp_path)
     record = json.loads(out.read_text())
     assert record["runs"][0]["label"] == "now" and len(record["runs"][0]["commit"]) == 40
     assert record["runs"][0]["result"]["ratio_core_over_mirror"]["a"] > 0

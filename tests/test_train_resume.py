@@ -19,14 +19,15 @@ def data_dir(tmp_path_factory):
     return tiny_data(tmp_path_factory.mktemp("data"))
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "numpy-2-threads", "torch"])
 @pytest.mark.parametrize("model", [{}, {"model": "shakespeare-parcae", "model_args": {"n_embd": 32, "n_head": 2,
                                                                                        "block_size": 16, "dropout": 0.1}}],
                          ids=["loop-residual", "parcae-with-dropout"])
 def test_resume_continues_exactly(tmp_path, data_dir, backend, model):
     if model and backend == "torch":
         pytest.importorskip("torch")
-    common = dict(backend=backend, lr_decay_iters=N, eval_interval=N // 2, **model)
+    threads = dict(threads=2) if backend == "numpy-2-threads" else {}  # the batch split across threads
+    common = dict(backend=backend.split("-")[0], lr_decay_iters=N, eval_interval=N // 2, **threads, **model)
     full = train(tiny_config(data_dir, tmp_path / "full", max_iters=N, **common))
     half = train(tiny_config(data_dir, tmp_path / "resumed", max_iters=N // 2, **common))
     assert half.step == N // 2 and load_checkpoint(tmp_path / "resumed").step == N // 2

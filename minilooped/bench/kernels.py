@@ -13,6 +13,11 @@ the core uses, on the shapes of the bench's training configs:
     allocator    page faults and time of a training step with and without the malloc tuning
     spinning     CPU time OpenBLAS burns after a matmul, and what it does to a second thread
     threads      a training step with the blocked loops on 1 and on 2 threads
+    split        a training step with the batch on one thread (BLAS on 2) and split across 2
+                 threads (BLAS on 1 in each), with Python's default switch interval and ours
+
+All experiments but the last time the step without the batch split (TrainConfig.threads=1):
+they are about what happens inside one thread.
 
 Each experiment prints a small table; ``--json`` writes them all, with the command, the
 commit, the machine and the date, for the book to plot. ``--quick`` shrinks the repeats
@@ -30,7 +35,7 @@ import time
 from .provenance import THREADS, provenance
 from .train import _default_vocab, _thread_env
 
-EXPERIMENTS = ("fusion", "matmul", "embedding", "reductions", "views", "allocator", "spinning", "threads")
+EXPERIMENTS = ("fusion", "matmul", "embedding", "reductions", "views", "allocator", "spinning", "threads", "split")
 
 
 def _best_us(fn, repeat: int) -> float:
@@ -179,7 +184,7 @@ def _child(code: str, env: dict) -> dict:
 _STEP_CODE = """
 import json, resource, statistics, time
 from minilooped.bench.train import BenchStep
-step = BenchStep({key!r}, "numpy", {vocab})
+step = BenchStep({key!r}, "numpy", {vocab}, threads={threads})
 for _ in range({warmup}):
     step()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -191,8 +196,9 @@ print(json.dumps({{"ms_per_step": 1000 * statistics.median(times), "page_faults_
 """
 
 
-def _step(key: str, env: dict, steps: int, warmup: int = 3) -> dict:
-    return _child(_STEP_CODE.format(key=key, vocab=_default_vocab(), steps=steps, warmup=warmup), env)
+def _step(key: str, env: dict, steps: int, warmup: int = 3, threads: int = 1, setup: str = "") -> dict:
+    code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=steps, warmup=warmup, threads=threads)
+    return _child(setup + code, env)
 
 
 def use_unfused_ops() -> None:
@@ -238,7 +244,7 @@ def fusion(steps: int) -> dict:
     rows = []
     for key in ("a", "b", "c"):
         n = steps if key != "c" else max(2, steps // 4)
-        code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=n, warmup=2)
+        code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=n, warmup=2, threads=1)
         unfused = code.replace("from minilooped.bench.train import BenchStep\n",
                                "from minilooped.bench.train import BenchStep\n"
                                "from minilooped.bench.kernels import use_unfused_ops; use_unfused_ops()\n", 1)
@@ -308,6 +314,26 @@ def threads(steps: int, rounds: int = 3) -> dict:
     return {"unit": "ms/step (fastest median of the rounds)", "rows": rows}
 
 
+def split(steps: int, rounds: int = 3) -> dict:
+    """A step with the batch on one thread (BLAS on 2 threads) and split across 2 threads
+    (training/threads.py), with Python's default switch interval (5 ms) and the one the
+    core sets; fastest median of ``rounds`` runs taking turns."""
+    default = "import minilooped.training.threads as t; t.SWITCH_INTERVAL = 0.005\n"
+    variants = {"1 thread, BLAS on 2": dict(threads=1),
+                "2 threads, switch interval 5 ms": dict(threads=2, setup=default),
+                "2 threads (core)": dict(threads=2)}
+    rows = []
+    for key in ("a", "b", "c"):
+        n = steps if key != "c" else max(2, steps // 2)
+        best = {}
+        for _ in range(rounds):
+            for name, kw in variants.items():
+                ms = _step(key, {}, n, **kw)["ms_per_step"]
+                best[name] = min(best.get(name, ms), ms)
+        rows.append({"case": f"config {key}", **best})
+    return {"unit": "ms/step (fastest median of the rounds)", "rows": rows}
+
+
 # ------------------------------------------------------------------ driver
 def _table(name: str, result: dict) -> str:
     rows = result["rows"]
@@ -344,7 +370,8 @@ def main(argv=None) -> None:
     repeat, steps = (3, 2) if args.quick else (args.repeat, args.steps)
     runners = {"fusion": lambda: fusion(steps), "matmul": lambda: matmul(repeat), "embedding": lambda: embedding(repeat), "reductions": lambda: reductions(repeat),
                "views": lambda: views(repeat), "allocator": lambda: allocator(steps),
-               "spinning": lambda: spinning(repeat), "threads": lambda: threads(steps, 1 if args.quick else 3)}
+               "spinning": lambda: spinning(repeat), "threads": lambda: threads(steps, 1 if args.quick else 3),
+               "split": lambda: split(steps, 1 if args.quick else 3)}
     report = {"provenance": provenance(["kernels", *argv]), "quick": args.quick}
     for name in only:
         report[name] = runners[name]()

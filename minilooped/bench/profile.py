@@ -10,7 +10,10 @@ by op, next to what is not an op:
     clip, AdamW    the optimiser's side of the step
     other          batch, loss.item(), zero_grad
 
-Times are exclusive: an op called inside another op (rare) counts once, for itself. The
+The step profiled is the one without the batch split (TrainConfig.threads = 1, BLAS on 2
+threads): with it, two shards run at once and no per-op timer would be meaningful; the split
+itself is measured by ``bench kernels`` (batch split). Times are exclusive: an op called
+inside another op (rare) counts once, for itself. The
 profile is measured by wrapping each op in a Python function, which adds ~1 us per call;
 the bench's own ``ms/step`` (without wrappers) remains the reference figure. With
 ``--torch`` the mirror's step is profiled too, by ``torch.profiler`` (self CPU time of
@@ -94,7 +97,9 @@ class OpTimer:
 
 def profile_core(key: str, vocab: int, steps: int = 10, warmup: int = 3) -> dict:
     """Milliseconds per step of the core's training step on bench config ``key``, by part."""
-    bench = BenchStep(key, "numpy", vocab)
+    # one thread for the batch (BLAS keeps its 2): with the batch split, two ops would run at
+    # once and a wall-clock timer per op would count the other thread's work too
+    bench = BenchStep(key, "numpy", vocab, threads=1)
     engine, cfg, dist = bench.engine, bench.cfg, bench.dist
     timer = OpTimer().install()
     parts = defaultdict(float)

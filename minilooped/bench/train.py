@@ -2,7 +2,10 @@
 
 For each config, each implementation runs in a fresh process with 2 threads (OMP, OpenBLAS,
 MKL and torch), warms up, then times ``--steps`` training steps exactly as the training
-loop makes them (batch, forward, backward, clipping, AdamW). Reported per run:
+loop makes them (batch, forward, backward, clipping, AdamW). Each uses its 2 threads as the
+training loop does: the mirror inside every op (torch's intra-op threads), the core by
+splitting each batch between them (TrainConfig.threads = 0: as many as BLAS has; see
+minilooped/training/threads.py). Reported per run:
 
     ms/step      median wall time of one step
     tokens/s     batch_size * block_size / (ms/step)
@@ -63,8 +66,8 @@ def _default_vocab() -> int:
     return read_meta(ensure_prepared(load_config(), log=lambda *a: None))["vocab_size"]
 
 
-def train_config(key: str, backend: str, vocab: int):
-    """The TrainConfig of bench config ``key`` for ``backend``."""
+def train_config(key: str, backend: str, vocab: int, threads: int = 0):
+    """The TrainConfig of bench config ``key`` for ``backend``; ``threads`` as TrainConfig.threads."""
     from ..training import TrainConfig, load_config
 
     spec = CONFIGS[key]
@@ -73,11 +76,12 @@ def train_config(key: str, backend: str, vocab: int):
         # the from-scratch BPE's vocabulary size (training it takes minutes; the bench's token
         # ids are random, so only the size matters), or the shipped tokenizer's
         args = dict(cfg.model_args, vocab_size=cfg.bpe_vocab_size if spec.get("vocab") == "bpe" else vocab)
-        return TrainConfig(**{**cfg.to_dict(), "backend": backend, "model_args": args, "progress": False})
+        return TrainConfig(**{**cfg.to_dict(), "backend": backend, "model_args": args, "progress": False,
+                              "threads": threads})
     args = dict(spec["model_args"])
     args.setdefault("vocab_size", vocab)
     return TrainConfig(name=f"bench-{key}", model=spec["model"], model_args=args, batch_size=spec["batch_size"],
-                       backend=backend, progress=False)
+                       backend=backend, progress=False, threads=threads)
 
 
 # ---------------------------------------------------------------------- the measured process
@@ -106,7 +110,7 @@ class BenchStep:
     the training loop makes it (batch, forward, backward, clipping, AdamW), on random token
     ids: speed does not depend on them. Shared by ``bench train``, ``profile`` and ``kernels``."""
 
-    def __init__(self, key: str, backend: str, vocab: int):
+    def __init__(self, key: str, backend: str, vocab: int, threads: int = 0):
         import numpy as np
 
         from ..training.ddp import DistInfo
@@ -116,7 +120,7 @@ class BenchStep:
             import torch
 
             torch.set_num_threads(THREADS)
-        self.cfg = train_config(key, backend, vocab)
+        self.cfg = train_config(key, backend, vocab, threads)
         self.model_config = self.cfg.model_config()
         self.dist = DistInfo(device=self.cfg.resolved_device())
         self.engine = make_engine(self.cfg, self.model_config, self.dist)
@@ -136,14 +140,14 @@ class BenchStep:
         self.engine.optimizer_step(self.cfg.learning_rate)
 
 
-def worker(key: str, backend: str, vocab: int, steps: int, warmup: int) -> dict:
+def worker(key: str, backend: str, vocab: int, steps: int, warmup: int, threads: int = 0) -> dict:
     import resource
 
     from ..training.loop import make_engine  # noqa: F401  (load the libraries before the baseline RSS)
     from ..training.mfu import flops_per_token
 
     base_kb = _rss_kb("VmRSS") or 0  # the libraries are loaded, the model not yet built
-    step = BenchStep(key, backend, vocab)
+    step = BenchStep(key, backend, vocab, threads)
     mc, engine = step.model_config, step.engine
     B, T = step.cfg.batch_size, mc.block_size
     for _ in range(warmup):
@@ -163,7 +167,8 @@ def worker(key: str, backend: str, vocab: int, steps: int, warmup: int) -> dict:
     return {"config": key, "backend": backend, "ms_per_step": ms, "tokens_per_s": tok_s,
             "gflops": fpt * tok_s / 1e9, "flops_per_token": fpt, "peak_mb": max(0, peak_kb - base_kb) / 1024,
             "params": sum(n for name, n in engine.named_numels() if not name.startswith("transformer.wpe")),
-            "batch_size": B, "block_size": T, "steps": steps, "warmup": warmup}
+            "batch_size": B, "block_size": T, "steps": steps, "warmup": warmup,
+            "batch_threads": getattr(engine, "threads", None)}  # the core's batch split (None: torch)
 
 
 def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
@@ -192,10 +197,12 @@ def _subprocess(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(configs, backends=("numpy", "torch"), steps: int = 10, warmup: int = 3, repeat: int = 1, log=print) -> dict:
+def run(configs, backends=("numpy", "torch"), steps: int = 10, warmup: int = 3, repeat: int = 1, log=print,
+        threads: int = 0) -> dict:
     """Measure every (config, backend); with ``repeat`` > 1 each is measured that many times,
     in fresh processes taking turns, and the fastest is kept (a shared machine only ever
-    makes a run slower)."""
+    makes a run slower). ``threads``: TrainConfig.threads of the core (0: split the batch
+    across BLAS's threads, as training does; 1: no split, BLAS on its 2 threads)."""
     vocab = _default_vocab()
     load = [round(os.getloadavg()[0], 2)]
     peak = max(_subprocess(["--worker-matmul"])["gflops"] for _ in range(repeat))
@@ -205,7 +212,7 @@ def run(configs, backends=("numpy", "torch"), steps: int = 10, warmup: int = 3, 
         for key in configs:
             for backend in backends:
                 r = _subprocess(["--worker", json.dumps(dict(key=key, backend=backend, vocab=vocab, steps=steps,
-                                                             warmup=warmup))])
+                                                             warmup=warmup, threads=threads))])
                 r["label"] = CONFIGS[key]["label"]
                 if (key, backend) not in best or r["ms_per_step"] < best[key, backend]["ms_per_step"]:
                     best[key, backend] = r
@@ -218,7 +225,7 @@ def run(configs, backends=("numpy", "torch"), steps: int = 10, warmup: int = 3, 
         if "torch" in by and any(b in by for b in ("numpy", "cupy")):
             core = by.get("numpy") or by.get("cupy")
             ratios[key] = core["ms_per_step"] / by["torch"]["ms_per_step"]
-    return {"threads": THREADS, "matmul_peak_gflops": peak, "results": results, "ratio_core_over_mirror": ratios,
+    return {"threads": THREADS, "core_batch_threads": threads, "matmul_peak_gflops": peak, "results": results, "ratio_core_over_mirror": ratios,
             "repeat": repeat, "load_average_before_after": load,
             "flops_formula": "6 N + 12 L H Q T per token (PaLM, appendix B); N, L count every use of a looped block"}
 
@@ -249,6 +256,8 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--repeat", type=int, default=1, help="measure each pair this many times, keep the fastest")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="the core's batch split (TrainConfig.threads): 0 = as training does, 1 = none")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-matmul", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -262,7 +271,8 @@ def main(argv=None) -> None:
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
         raise SystemExit(f"unknown bench config(s) {bad}: choose from {', '.join(CONFIGS)}")
-    report = run(configs, [b.strip() for b in args.backends.split(",")], args.steps, args.warmup, args.repeat)
+    report = run(configs, [b.strip() for b in args.backends.split(",")], args.steps, args.warmup, args.repeat,
+                 threads=args.threads)
     print(format_table(report))
     if args.json:
         from ..atomic import atomic_write_json

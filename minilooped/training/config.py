@@ -61,6 +61,8 @@ class TrainConfig:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     # ---------------------------------------------------------------- optimisation
     batch_size: int = 16  # sequences per micro-batch (per process)
+    threads: int = 0  # numpy backend: threads that split each micro-batch (training/threads.py);
+    #                   0 = as many as BLAS uses (OPENBLAS_NUM_THREADS, else the cores), 1 = off
     grad_accum: int = 1  # micro-batches per optimizer step, summed over all DDP processes
     max_iters: int = 1000  # optimizer steps
     learning_rate: float = 4e-3  # peak lr, reached at the end of the warmup
@@ -108,7 +110,7 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "ckpt_interval"):
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "ckpt_interval", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):

@@ -13,6 +13,7 @@ import numpy as np
 
 import minilooped as ml
 from ..models import GPT
+from .threads import ThreadedDataParallel, resolve_threads
 
 
 class CoreEngine:
@@ -25,6 +26,9 @@ class CoreEngine:
                                         betas=(cfg.beta1, cfg.beta2))
         self._loss_sum, self._micro = 0.0, 0
         self.skips_nonfinite_steps = False  # only torch's float16 GradScaler does
+        # on the CPU, the batch is split across threads (threads.py); CuPy has the GPU's own
+        self.threads = resolve_threads(cfg.threads, cfg.batch_size) if self.device == "cpu" else 1
+        self.parallel = ThreadedDataParallel(self.model, self.threads) if self.threads > 1 else None
 
     def _tensor(self, a):
         return ml.Tensor(a).to(self.device)  # (B, T) int64 token ids
@@ -32,10 +36,18 @@ class CoreEngine:
     # ------------------------------------------------------------------ one step
     def forward_backward(self, x, y, n_loops, scale: float, sync: bool) -> None:
         """Add the gradient of ``scale * loss(x, y)`` to the parameters' .grad."""
-        _, loss = self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)
-        (loss * scale).backward()
-        self._loss_sum += loss.item()
+        if self.parallel is not None:
+            self._loss_sum += self.parallel.forward_backward(x, y, n_loops, scale, self.device)
+        else:
+            _, loss = self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)
+            (loss * scale).backward()
+            self._loss_sum += loss.item()
         self._micro += 1
+
+    def close(self) -> None:
+        """Release what the engine holds beyond memory: the threads of threads.py, if any."""
+        if self.parallel is not None:
+            self.parallel.close()
 
     def collect_loss(self, dist) -> float:
         """The mean loss of this step's micro-batches."""
@@ -53,8 +65,11 @@ class CoreEngine:
 
     def eval_loss(self, batches, n_loops=None) -> float:
         self.model.eval()
-        with ml.no_grad():
-            losses = [self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)[1].item() for x, y in batches]
+        if self.parallel is not None:
+            losses = [self.parallel.loss(x, y, n_loops, self.device) for x, y in batches]
+        else:
+            with ml.no_grad():
+                losses = [self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)[1].item() for x, y in batches]
         self.model.train()
         return float(np.mean(losses))
 

@@ -71,6 +71,9 @@ class TorchEngine:
         self._loss_sum += loss.detach().float()  # no .item(): the GPU need not wait here
         self._micro += 1
 
+    def close(self) -> None:
+        """Nothing to release: torch manages its own threads."""
+
     def collect_loss(self, dist) -> float:
         """The mean loss of this step's micro-batches, over all processes."""
         from .ddp import all_reduce_mean

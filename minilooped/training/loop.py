@@ -234,6 +234,7 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         step += 1
 
     bar.close()
+    engine.close()
     logger.log("end", step=step, train_loss=loss, val_loss=val_loss, tokens=tokens, elapsed=elapsed(),
                checkpoint=str(last_ckpt) if last_ckpt else None)
     logger.close()

@@ -1,0 +1,156 @@
+"""Data parallelism on threads: each micro-batch split across the CPU's cores.
+
+PyTorch keeps two cores busy with one thread pool, shared by its matrix products and its
+elementwise kernels, each of which splits its rows between the threads. NumPy cannot do
+that: BLAS has a thread pool of its own, which NumPy's loops never use, and a Python
+thread pool beside it pays tens of microseconds for each hand-over, more than most of our
+ops take (appendix A1 measures both). So the core splits the work at the coarsest grain
+instead, as ``torch.nn.DataParallel`` does on GPUs and DDP does across processes:
+
+- the micro-batch is cut into N shards along the batch dim, one per thread;
+- each thread runs forward and backward of its shard on a replica of the model whose
+  parameters are the same arrays (so the optimizer's in-place step updates every replica),
+  with BLAS on one thread inside it;
+- the replicas' gradients are then added into the model's, always in the same order.
+
+The gradient of the mean loss over the batch is the size-weighted mean of the shards'
+gradients, so the step is the same arithmetic up to the order of float additions (as with
+DDP, a run with another thread count is not bit-for-bit the same run). NumPy releases
+Python's global lock inside every array operation, so the threads compute in parallel;
+only the Python between those operations takes turns, and a short switch interval keeps
+a thread from waiting long for its turn. Dropout and other random draws come from one
+generator per shard, seeded from the core's generator, so runs (and resumed runs) repeat.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import copy
+import os
+import sys
+import weakref
+
+import numpy as np
+
+import minilooped as ml
+
+SWITCH_INTERVAL = 0.001  # seconds; Python's default 0.005 leaves a thread waiting for the lock (appendix A1)
+
+
+def blas_threads() -> int:
+    """The number of threads BLAS would use: what OPENBLAS_NUM_THREADS (or the others) set, else the cores."""
+    from threadpoolctl import threadpool_info
+
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return max(counts) if counts else (os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int, batch_size: int) -> int:
+    """Threads for a micro-batch of ``batch_size``: ``requested``, or BLAS's count if 0."""
+    if requested < 0:
+        raise ValueError(f"threads={requested}: use 0 (as many as BLAS uses), 1 (off) or a positive count")
+    n = requested or blas_threads()
+    return max(1, min(n, batch_size))
+
+
+def _release(limit, pool) -> None:
+    limit.restore_original_limits()
+    pool.shutdown(wait=False)
+
+
+class ThreadedDataParallel:
+    """Forward and backward of a model with each batch split across ``threads`` threads."""
+
+    def __init__(self, model, threads: int):
+        if threads < 2:
+            raise ValueError(f"ThreadedDataParallel needs 2 or more threads, got {threads}")
+        from threadpoolctl import ThreadpoolController
+
+        self.model = model
+        self.threads = threads
+        # replicas: the same modules, whose parameters are re-pointed at the model's arrays
+        self.replicas = [copy.deepcopy(model) for _ in range(threads - 1)]
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
+                                                           thread_name_prefix="minilooped-shard")
+        # BLAS on one thread from now on, not only inside the steps: after a call on several
+        # threads, OpenBLAS's workers spin for a while (~0.1 s), taking a core from the shards.
+        # close() (or, failing that, garbage collection) gives BLAS its threads back.
+        limit = ThreadpoolController().limit(limits=1, user_api="blas")
+        self._finalizer = weakref.finalize(self, _release, limit, self._pool)
+
+    def close(self) -> None:
+        """Give BLAS its threads back and stop the worker threads."""
+        self._finalizer()
+
+    def _sync_replicas(self) -> None:
+        # every step: a checkpoint load may have replaced the model's arrays
+        params = [p for _, p in self.model.named_parameters()]
+        for replica in self.replicas:
+            for p, q in zip(params, (q for _, q in replica.named_parameters())):
+                q.data = p.data
+            replica.train(self.model.training)
+
+    @contextlib.contextmanager
+    def _parallel(self):
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(switch)
+
+    def _shards(self, x, y):
+        bounds = np.linspace(0, len(x), self.threads + 1).round().astype(int)
+        return [(x[lo:hi], y[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def _run(self, fn, shards, device):
+        # one seed per shard from the core's generator, drawn here in a fixed order
+        seeds = ml.backend.generator(device).integers(2 ** 63, size=len(shards))
+        models = [self.model] + self.replicas
+
+        def task(i):
+            with ml.backend.thread_generator(np.random.default_rng(int(seeds[i])), device):
+                return fn(models[i], *shards[i])
+        futures = [self._pool.submit(task, i) for i in range(len(shards))]
+        return [f.result() for f in futures]  # re-raises a worker's exception here
+
+    def forward_backward(self, x, y, n_loops, scale: float, device: str = "cpu") -> float:
+        """Add the gradient of ``scale * loss(x, y)`` to the model's .grad; returns the loss."""
+        self._sync_replicas()
+        shards = self._shards(x, y)
+        n = len(x)
+
+        def shard_step(model, xs, ys):
+            _, loss = model(ml.Tensor(xs).to(device), ml.Tensor(ys).to(device), n_loops=n_loops)
+            (loss * (scale * len(xs) / n)).backward()  # the batch mean weighs each shard by its size
+            return loss.item() * len(xs) / n
+
+        with self._parallel():
+            losses = self._run(shard_step, shards, device)
+        self._reduce_grads(len(shards))
+        return float(sum(losses))
+
+    def loss(self, x, y, n_loops=None, device: str = "cpu") -> float:
+        """The mean loss over the batch (no graph): the shards' losses, weighed by size."""
+        self._sync_replicas()
+        shards = self._shards(x, y)
+        n = len(x)
+
+        def shard_loss(model, xs, ys):
+            with ml.no_grad():  # grad mode is per thread: each shard switches it off for itself
+                return model(ml.Tensor(xs).to(device), ml.Tensor(ys).to(device), n_loops=n_loops)[1].item() * len(xs) / n
+
+        with self._parallel():
+            return float(sum(self._run(shard_loss, shards, device)))
+
+    def _reduce_grads(self, used: int) -> None:
+        params = [p for _, p in self.model.named_parameters()]
+        for replica in self.replicas[:used - 1]:                  # in thread order: a fixed sum
+            for p, q in zip(params, (q for _, q in replica.named_parameters())):
+                if q.grad is None:
+                    continue
+                if p.grad is None:
+                    p.grad = q.grad
+                else:
+                    p.grad += q.grad
+                q.grad = None
