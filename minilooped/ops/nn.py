@@ -409,7 +409,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     The (L, S) score matrices are the big arrays here, so the kernel makes as few passes
     over them as it can (in the forward: mask, shift, exp, and two reductions; in the
     backward: subtract and multiply, besides the matrix products):
-    - the scale multiplies k, which is smaller than the scores when E < S;
+    - the scale multiplies q or k, which are smaller than the scores when E < S;
     - the softmax is left unnormalised, e = exp(s - m), and the division by the row sums
       r = e @ 1 is applied to the output, (e v) / r, which has E columns instead of S;
     - the shift m that keeps exp() in range is not each row's maximum (NumPy computes a
@@ -425,9 +425,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
       into arrays laid out (..., L, heads, E): the model's next step, moving the heads next
       to each other (``y.transpose(1, 2).view(B, T, C)``), is then a free view instead of a
       copy, and so is the same step in reverse for the gradients;
-    - k^T is written row-major (by the pass that scales it), and so is v^T for small
-      matrices, so that no product has a transposed right operand, the form OpenBLAS's
-      kernels for small matrices are slowest at (see ``_nn_operand``).
+    - for small matrices, k^T is written row-major (by the pass that scales it), and so is
+      v^T, so that no product has a transposed right operand, the form OpenBLAS's kernels
+      for small matrices are slowest at (see ``_nt_copy_pays``).
     """
     for t in (k, v):
         check_same(q, t, "scaled_dot_product_attention")
@@ -446,11 +446,16 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         m = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
         m = xp.where(m, 0.0, -xp.inf).astype(q.dtype) if m.dtype == bool else m.astype(q.dtype)
         mask = m if mask is None else mask + m
-    # the scale and the transpose of k in one pass, into the row-major (..., E, S) array
-    # that BLAS multiplies fastest: q kt is then the scaled scores
-    kt = xp.multiply(k.data.swapaxes(-1, -2), scale, out=xp.empty(k.shape[:-2] + (k.shape[-1], S), dtype=k.dtype))
+    if _nt_copy_pays(L, S, q.shape[-1], xp):
+        # small matrices: the scale and the transpose of k in one pass, into the row-major
+        # (..., E, S) array that BLAS multiplies fastest; q kt is then the scaled scores
+        qs, k_scale = q.data, scale
+        kt = xp.multiply(k.data.swapaxes(-1, -2), scale, out=xp.empty(k.shape[:-2] + (k.shape[-1], S), dtype=k.dtype))
+    else:  # large ones: BLAS reads the view k^T as it is, and the scale goes on q
+        qs, k_scale = q.data * scale, 1.0
+        kt = k.data.swapaxes(-1, -2)
     shift = "diagonal" if is_causal and attn_mask is None and L == S else "matrix"
-    e, r = _attention_weights(q.data, kt, mask, xp, shift)
+    e, r = _attention_weights(qs, kt, mask, xp, shift)
     inv_r = 1.0 / r                                           # (..., L, 1)
     if dropout_p > 0.0:
         keep = backend.generator(q.device).random(e.shape) >= dropout_p
@@ -473,10 +478,10 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         gs -= xp.einsum("...i,...i->...", gr, out)[..., None]  # g' . out, one number per row
         gs *= e
         gq = _heads_last_product(gs, k.data, xp) if q.requires_grad else None
-        gk = _heads_last_product(gs.swapaxes(-1, -2), q.data, xp) if k.requires_grad else None
-        for grad in (gq, gk):
-            if grad is not None:
-                _in_memory_order(xp.multiply, grad, scale, out=grad)   # ds / dq = scale gs k
+        gk = _heads_last_product(gs.swapaxes(-1, -2), qs, xp) if k.requires_grad else None
+        for grad, factor in ((gq, scale), (gk, k_scale)):   # s = (q scale) k^T = q (scale k)^T
+            if grad is not None and factor != 1.0:
+                _in_memory_order(xp.multiply, grad, factor, out=grad)
         return tuple(None if grad is None else Fresh(_unb(grad, t.shape)) for grad, t in ((gq, q), (gk, k), (gv, v)))
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
 
@@ -519,20 +524,27 @@ def _in_memory_order(ufunc, a, b, out=None):
 NT_COPY_MAX = 64 ** 3   # M N K of one product: below it, copying b^T to row-major pays (measured)
 
 
-def _nn_operand(bt, a, xp):
-    """``bt`` (a transposed view, (..., K, N)) as the right operand of ``a @ bt``.
+def _nt_copy_pays(m: int, n: int, k: int, xp) -> bool:
+    """True if a row-major copy of the right operand of an (m, k) @ (k, n) product pays.
 
-    OpenBLAS's kernels for small matrices are up to 1.5x slower when the right operand is
-    a transposed view (q k^T, g v^T) than when it is row-major; for products of at most
-    NT_COPY_MAX multiply-adds per matrix a row-major copy of it costs less than it saves.
+    OpenBLAS's kernels for small matrices are markedly slower when the right operand is a
+    transposed view (q k^T, g v^T) than when it is row-major (appendix A1, section 6); for
+    products of at most NT_COPY_MAX multiply-adds per matrix a copy costs less than it
+    saves, for larger ones it costs more.
     """
-    if xp is backend.np and a.shape[-2] * bt.shape[-2] * bt.shape[-1] <= NT_COPY_MAX and bt.strides[-1] != bt.itemsize:
+    return xp is backend.np and m * n * k <= NT_COPY_MAX
+
+
+def _nn_operand(bt, a, xp):
+    """``bt`` (a transposed view, (..., K, N)) as the right operand of ``a @ bt``: row-major if that pays."""
+    if _nt_copy_pays(a.shape[-2], bt.shape[-1], bt.shape[-2], xp) and bt.strides[-1] != bt.itemsize:
         return xp.ascontiguousarray(bt)
     return bt
 
 
 def _attention_weights(q, kt, mask, xp, shift: str):
-    """e = exp(q kt + mask - m) and its row sums r, (..., L, S) and (..., L, 1); kt = scale k^T.
+    """e = exp(q kt + mask - m) and its row sums r, (..., L, S) and (..., L, 1); the scale is
+    already in q or in kt (k^T, a row-major copy or a view).
 
     ``shift``: m is each row's diagonal score ("diagonal") or the largest score of each
     (L, S) matrix ("matrix"). Rows whose sum overflowed or lost precision are recomputed
