@@ -77,6 +77,37 @@ def test_attention_shift_and_exact_fallback(spread, causal, monkeypatch):
             assert used and used[0] < q.shape[0] * q.shape[1] * q.shape[2]  # a few rows, exactly
 
 
+@pytest.mark.parametrize("copy_k", [True, False], ids=["row-major scaled k^T", "view k^T, scaled q"])
+@pytest.mark.parametrize("layout", ["contiguous", "heads of a fused qkv"])
+def test_attention_layouts_give_torch_values_and_gradients(copy_k, layout, monkeypatch):
+    """Both ways of laying out k^T (small and large products), and inputs that are heads cut out
+    of one qkv array (outputs and gradients written heads-last): values and gradients as torch's."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(fused, "NT_COPY_MAX", 10 ** 9 if copy_k else 0)
+    rng = np.random.default_rng(4)
+    B, H, T, D = 2, 3, 6, 4
+    qkv = ml.Tensor(rng.standard_normal((B, T, 3 * H * D)), requires_grad=True)
+    if layout == "contiguous":
+        q, k, v = (ml.Tensor(rng.standard_normal((B, H, T, D)), requires_grad=True) for _ in range(3))
+        leaves = (q, k, v)
+    else:
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+        leaves = (qkv,)
+    g = rng.standard_normal((B, H, T, D))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out.backward(g)
+    tleaves = [torch.tensor(t.data, requires_grad=True) for t in leaves]
+    if layout == "contiguous":
+        tq, tk, tv = tleaves
+    else:
+        tq, tk, tv = (t.view(B, T, H, D).transpose(1, 2) for t in tleaves[0].split(H * D, dim=2))
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for t, tt in zip(leaves, tleaves):
+        np.testing.assert_allclose(t.grad, tt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_causal_attention_rows_are_bitwise_independent_of_later_positions():
     """Each row's shift is its own diagonal score, so changing a later position changes
     no earlier output in any bit (a matrix-wide shift would, by rounding)."""
