@@ -17,25 +17,21 @@ The gradient of the mean loss over the batch is the size-weighted mean of the sh
 gradients, so the step is the same arithmetic up to the order of float additions (as with
 DDP, a run with another thread count is not bit-for-bit the same run). NumPy releases
 Python's global lock inside every array operation, so the threads compute in parallel;
-only the Python between those operations takes turns, and a short switch interval keeps
-a thread from waiting long for its turn. Dropout and other random draws come from one
-generator per shard, seeded from the core's generator, so runs (and resumed runs) repeat.
+only the Python between those operations takes turns. Dropout and other random draws come
+from one generator per shard, seeded from the core's generator, so runs (and resumed runs)
+repeat; gradient recording (no_grad) is a per-thread setting (tensor.py).
 """
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import copy
 import os
-import sys
+import threading
 import weakref
 
 import numpy as np
 
 import minilooped as ml
-
-SWITCH_INTERVAL = 0.001  # seconds; Python's default 0.005 leaves a thread waiting for the lock (appendix A1)
-
 
 def blas_threads() -> int:
     """The number of threads BLAS would use: what OPENBLAS_NUM_THREADS (or the others) set, else the cores."""
@@ -53,8 +49,33 @@ def resolve_threads(requested: int, batch_size: int) -> int:
     return max(1, min(n, batch_size))
 
 
-def _release(limit, pool) -> None:
-    limit.restore_original_limits()
+class _OneBlasThread:
+    """BLAS on one thread while at least one ThreadedDataParallel is alive, then as before."""
+
+    def __init__(self):
+        self._lock, self._users, self._limit = threading.Lock(), 0, None
+
+    def acquire(self) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        with self._lock:
+            if self._users == 0:
+                self._limit = ThreadpoolController().limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limit.restore_original_limits()
+                self._limit = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
+
+
+def _release(pool) -> None:
+    _ONE_BLAS_THREAD.release()
     pool.shutdown(wait=False)
 
 
@@ -64,19 +85,19 @@ class ThreadedDataParallel:
     def __init__(self, model, threads: int):
         if threads < 2:
             raise ValueError(f"ThreadedDataParallel needs 2 or more threads, got {threads}")
-        from threadpoolctl import ThreadpoolController
-
         self.model = model
         self.threads = threads
-        # replicas: the same modules, whose parameters are re-pointed at the model's arrays
-        self.replicas = [copy.deepcopy(model) for _ in range(threads - 1)]
+        # replicas: copies of the modules whose parameters hold the model's own arrays (the
+        # memo hands deepcopy each array as its own copy); their Tensors are new, for their .grad
+        shared = {id(p.data): p.data for p in model.parameters()}
+        self.replicas = [copy.deepcopy(model, memo=dict(shared)) for _ in range(threads - 1)]
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                            thread_name_prefix="minilooped-shard")
         # BLAS on one thread from now on, not only inside the steps: after a call on several
         # threads, OpenBLAS's workers spin for a while (~0.1 s), taking a core from the shards.
         # close() (or, failing that, garbage collection) gives BLAS its threads back.
-        limit = ThreadpoolController().limit(limits=1, user_api="blas")
-        self._finalizer = weakref.finalize(self, _release, limit, self._pool)
+        _ONE_BLAS_THREAD.acquire()
+        self._finalizer = weakref.finalize(self, _release, self._pool)
 
     def close(self) -> None:
         """Give BLAS its threads back and stop the worker threads."""
@@ -89,15 +110,6 @@ class ThreadedDataParallel:
             for p, q in zip(params, (q for _, q in replica.named_parameters())):
                 q.data = p.data
             replica.train(self.model.training)
-
-    @contextlib.contextmanager
-    def _parallel(self):
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        try:
-            yield
-        finally:
-            sys.setswitchinterval(switch)
 
     def _shards(self, x, y):
         bounds = np.linspace(0, len(x), self.threads + 1).round().astype(int)
@@ -125,8 +137,7 @@ class ThreadedDataParallel:
             (loss * (scale * len(xs) / n)).backward()  # the batch mean weighs each shard by its size
             return loss.item() * len(xs) / n
 
-        with self._parallel():
-            losses = self._run(shard_step, shards, device)
+        losses = self._run(shard_step, shards, device)
         self._reduce_grads(len(shards))
         return float(sum(losses))
 
@@ -140,8 +151,7 @@ class ThreadedDataParallel:
             with ml.no_grad():  # grad mode is per thread: each shard switches it off for itself
                 return model(ml.Tensor(xs).to(device), ml.Tensor(ys).to(device), n_loops=n_loops)[1].item() * len(xs) / n
 
-        with self._parallel():
-            return float(sum(self._run(shard_loss, shards, device)))
+        return float(sum(self._run(shard_loss, shards, device)))
 
     def _reduce_grads(self, used: int) -> None:
         params = [p for _, p in self.model.named_parameters()]
