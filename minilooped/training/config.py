@@ -61,8 +61,7 @@ class TrainConfig:
     resume: bool = False  # continue from the latest checkpoint in out_dir
     # ---------------------------------------------------------------- optimisation
     batch_size: int = 16  # sequences per micro-batch (per process)
-    threads: int = 0  # numpy backend: threads that split each micro-batch (training/threads.py);
-    #                   0 = as many as BLAS uses (OPENBLAS_NUM_THREADS, else the cores), 1 = off
+    threads: int = 0  # numpy backend: threads splitting each micro-batch (0 = as many as BLAS has, 1 = off)
     grad_accum: int = 1  # micro-batches per optimizer step, summed over all DDP processes
     max_iters: int = 1000  # optimizer steps
     learning_rate: float = 4e-3  # peak lr, reached at the end of the warmup
