@@ -200,9 +200,9 @@ print(json.dumps({{"ms_per_step": 1000 * statistics.median(times), "page_faults_
 """
 
 
-def _step(key: str, env: dict, steps: int, warmup: int = 3, threads: int = 1, setup: str = "") -> dict:
-    code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=steps, warmup=warmup, threads=threads)
-    return _child(setup + code, env)
+def _step(key: str, env: dict | None = None, n: int = 10, warmup: int = 3, threads: int = 1, setup: str = "") -> dict:
+    code = _STEP_CODE.format(key=key, vocab=_default_vocab(), steps=n, warmup=warmup, threads=threads)
+    return _child(setup + code, env or {})
 
 
 def use_unfused_ops() -> None:
@@ -306,13 +306,19 @@ def threads(steps: int, rounds: int = 3) -> dict:
                 "2 thread(s)": {"MINILOOPED_NUM_THREADS": "2"},
                 # OpenBLAS's workers asleep at once: the second thread is free, every product wakes them
                 "2 threads, OPENBLAS_THREAD_TIMEOUT=4": {"MINILOOPED_NUM_THREADS": "2", "OPENBLAS_THREAD_TIMEOUT": "4"}}
+    return _fastest_steps({name: dict(env=env) for name, env in variants.items()}, steps, rounds)
+
+
+def _fastest_steps(variants: dict, steps: int, rounds: int) -> dict:
+    """ms/step of configs a, b, c under each variant (keyword arguments of ``_step``): the
+    variants take turns ``rounds`` times and the fastest median of each is kept."""
     rows = []
     for key in ("a", "b", "c"):
         n = steps if key != "c" else max(2, steps // 2)
         best = {}
         for _ in range(rounds):
-            for name, env in variants.items():
-                ms = _step(key, env, n)["ms_per_step"]
+            for name, kw in variants.items():
+                ms = _step(key, n=n, **kw)["ms_per_step"]
                 best[name] = min(best.get(name, ms), ms)
         rows.append({"case": f"config {key}", **best})
     return {"unit": "ms/step (fastest median of the rounds)", "rows": rows}
@@ -327,16 +333,7 @@ def split(steps: int, rounds: int = 3) -> dict:
     variants = {"1 thread, BLAS on 2": dict(threads=1),
                 "2 threads (core)": dict(threads=2),
                 "2 threads, switch interval 1 ms": dict(threads=2, setup=short)}
-    rows = []
-    for key in ("a", "b", "c"):
-        n = steps if key != "c" else max(2, steps // 2)
-        best = {}
-        for _ in range(rounds):
-            for name, kw in variants.items():
-                ms = _step(key, {}, n, **kw)["ms_per_step"]
-                best[name] = min(best.get(name, ms), ms)
-        rows.append({"case": f"config {key}", **best})
-    return {"unit": "ms/step (fastest median of the rounds)", "rows": rows}
+    return _fastest_steps(variants, steps, rounds)
 
 
 # ------------------------------------------------------------------ driver

@@ -7,8 +7,8 @@ from .registry import register
 from ._util import check_same, unbroadcast
 
 
-def mm(a, b):
-    """``a @ b`` on arrays, always through BLAS.
+def mm(a, b, out=None):
+    """``a @ b`` on arrays, always through BLAS; ``out``: an array (or view) BLAS can write.
 
     NumPy hands a stack of matrices to BLAS when each matrix is laid out as BLAS expects:
     one of its two dims with unit stride, the other spanning at least a row (or column).
@@ -21,7 +21,7 @@ def mm(a, b):
         a = xp.ascontiguousarray(a)
     if not _blas_layout(b):
         b = xp.ascontiguousarray(b)
-    return a @ b
+    return a @ b if out is None else xp.matmul(a, b, out=out)
 
 
 def _blas_layout(a) -> bool:

@@ -11,7 +11,7 @@ from .. import backend
 from ..tensor import Fresh, Tensor
 from .registry import register
 from ._util import check_same, normalize_dim, unbroadcast
-from .linalg import _blas_layout, mm
+from .linalg import mm
 
 
 def _xp(t):
@@ -112,7 +112,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     with backend.np.errstate(under="ignore", over="ignore", invalid="ignore", divide="ignore"):  # bad rows: redone below
         e = xp.exp(x - m if m else x)                           # (N, C)
         sumexp = e @ xp.ones(c, dtype=e.dtype)                  # (N,)
-        log_sumexp = xp.log(sumexp) + m if m else xp.log(sumexp)    # each row's log-sum-exp, unshifted
+        log_sumexp = xp.log(sumexp) + m                         # each row's log-sum-exp, unshifted
     bad = ~((sumexp >= _tiny_sum(e.dtype, c)) & xp.isfinite(sumexp))
     if bool(bad.any()):                                         # inf or nan logits land here too
         x_rows = x[bad]
@@ -498,9 +498,7 @@ def _heads_last_product(a, b, xp):
         return mm(a, b)
     m, n = a.shape[-2], b.shape[-1]
     buf = xp.empty(lead[:-1] + (m, lead[-1], n), dtype=xp.result_type(a, b))
-    out = buf.swapaxes(-3, -2)                                # (..., H, M, N), BLAS can write it
-    xp.matmul(*(x if _blas_layout(x) else xp.ascontiguousarray(x) for x in (a, b)), out=out)
-    return out
+    return mm(a, b, out=buf.swapaxes(-3, -2))                 # (..., H, M, N), a view BLAS can write
 
 
 def _in_memory_order(ufunc, a, b, out=None):

@@ -91,6 +91,8 @@ class ThreadedDataParallel:
         # memo hands deepcopy each array as its own copy); their Tensors are new, for their .grad
         shared = {id(p.data): p.data for p in model.parameters()}
         self.replicas = [copy.deepcopy(model, memo=dict(shared)) for _ in range(threads - 1)]
+        # (model parameter, replica parameter) per replica, in the order named_parameters gives
+        self._pairs = [list(zip(model.parameters(), replica.parameters())) for replica in self.replicas]
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                            thread_name_prefix="minilooped-shard")
         # BLAS on one thread from now on, not only inside the steps: after a call on several
@@ -103,60 +105,38 @@ class ThreadedDataParallel:
         """Give BLAS its threads back and stop the worker threads."""
         self._finalizer()
 
-    def _sync_replicas(self) -> None:
-        # every step: a checkpoint load may have replaced the model's arrays
-        params = [p for _, p in self.model.named_parameters()]
-        for replica in self.replicas:
-            for p, q in zip(params, (q for _, q in replica.named_parameters())):
-                q.data = p.data
+    def _run(self, fn, x, y, device) -> tuple[float, int]:
+        """``fn(model, xs, ys, weight)`` on each shard, on its thread; the sum of the results
+        and the number of shards. ``weight`` is the shard's share of the batch: the batch mean
+        weighs each shard's mean by its size."""
+        for pairs, replica in zip(self._pairs, self.replicas):
+            for p, q in pairs:
+                q.data = p.data  # every step: a checkpoint load may have replaced the model's arrays
             replica.train(self.model.training)
-
-    def _shards(self, x, y):
-        bounds = np.linspace(0, len(x), self.threads + 1).round().astype(int)
-        return [(x[lo:hi], y[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-
-    def _run(self, fn, shards, device):
+        n = len(x)
+        bounds = np.linspace(0, n, self.threads + 1).round().astype(int)
+        shards = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         # one seed per shard from the core's generator, drawn here in a fixed order
         seeds = ml.backend.generator(device).integers(2 ** 63, size=len(shards))
         models = [self.model] + self.replicas
 
         def task(i):
+            lo, hi = shards[i]
             with ml.backend.thread_generator(np.random.default_rng(int(seeds[i])), device):
-                return fn(models[i], *shards[i])
+                return fn(models[i], ml.Tensor(x[lo:hi]).to(device), ml.Tensor(y[lo:hi]).to(device), (hi - lo) / n)
         futures = [self._pool.submit(task, i) for i in range(len(shards))]
-        return [f.result() for f in futures]  # re-raises a worker's exception here
+        return float(sum(f.result() for f in futures)), len(shards)  # result() re-raises a worker's error
 
     def forward_backward(self, x, y, n_loops, scale: float, device: str = "cpu") -> float:
         """Add the gradient of ``scale * loss(x, y)`` to the model's .grad; returns the loss."""
-        self._sync_replicas()
-        shards = self._shards(x, y)
-        n = len(x)
+        def shard_step(model, xs, ys, weight):
+            _, loss = model(xs, ys, n_loops=n_loops)
+            (loss * (scale * weight)).backward()
+            return loss.item() * weight
 
-        def shard_step(model, xs, ys):
-            _, loss = model(ml.Tensor(xs).to(device), ml.Tensor(ys).to(device), n_loops=n_loops)
-            (loss * (scale * len(xs) / n)).backward()  # the batch mean weighs each shard by its size
-            return loss.item() * len(xs) / n
-
-        losses = self._run(shard_step, shards, device)
-        self._reduce_grads(len(shards))
-        return float(sum(losses))
-
-    def loss(self, x, y, n_loops=None, device: str = "cpu") -> float:
-        """The mean loss over the batch (no graph): the shards' losses, weighed by size."""
-        self._sync_replicas()
-        shards = self._shards(x, y)
-        n = len(x)
-
-        def shard_loss(model, xs, ys):
-            with ml.no_grad():  # grad mode is per thread: each shard switches it off for itself
-                return model(ml.Tensor(xs).to(device), ml.Tensor(ys).to(device), n_loops=n_loops)[1].item() * len(xs) / n
-
-        return float(sum(self._run(shard_loss, shards, device)))
-
-    def _reduce_grads(self, used: int) -> None:
-        params = [p for _, p in self.model.named_parameters()]
-        for replica in self.replicas[:used - 1]:                  # in thread order: a fixed sum
-            for p, q in zip(params, (q for _, q in replica.named_parameters())):
+        loss, used = self._run(shard_step, x, y, device)
+        for pairs in self._pairs[:used - 1]:                       # in thread order: a fixed sum
+            for p, q in pairs:
                 if q.grad is None:
                     continue
                 if p.grad is None:
@@ -164,3 +144,12 @@ class ThreadedDataParallel:
                 else:
                     p.grad += q.grad
                 q.grad = None
+        return loss
+
+    def loss(self, x, y, n_loops=None, device: str = "cpu") -> float:
+        """The mean loss over the batch (no graph): the shards' losses, weighed by size."""
+        def shard_loss(model, xs, ys, weight):
+            with ml.no_grad():  # grad mode is per thread: each shard switches it off for itself
+                return model(xs, ys, n_loops=n_loops)[1].item() * weight
+
+        return self._run(shard_loss, x, y, device)[0]
