@@ -77,6 +77,19 @@ def test_attention_shift_and_exact_fallback(spread, causal, monkeypatch):
             assert used and used[0] < q.shape[0] * q.shape[1] * q.shape[2]  # a few rows, exactly
 
 
+def test_attention_row_sum_near_overflow_takes_the_exact_shift():
+    """A score 85 above the diagonal: exp(85) = 8e36 is a finite row sum in float32, but
+    e @ v with |v| ~ 100 is not. The row must take the exact shift, and its output be finite."""
+    q = np.zeros((1, 1, 3, 2), dtype=np.float32)
+    k = np.zeros((1, 1, 3, 2), dtype=np.float32)
+    q[..., 2, 0] = 1.0  # row 2 (the last: sees all keys) scores key 0 at 85 and itself at 0
+    k[..., 0, 0] = 85.0 * np.sqrt(2.0)  # the 1/sqrt(E) scale undone
+    v = np.full((1, 1, 3, 2), 100.0, dtype=np.float32)
+    out = F.scaled_dot_product_attention(*(ml.Tensor(a) for a in (q, k, v)), is_causal=True).numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, _reference_attention(q.astype(np.float64), k, v, causal=True), rtol=1e-5)
+
+
 @pytest.mark.parametrize("copy_k", [True, False], ids=["row-major scaled k^T", "view k^T, scaled q"])
 @pytest.mark.parametrize("layout", ["contiguous", "heads of a fused qkv"])
 def test_attention_layouts_give_torch_values_and_gradients(copy_k, layout, monkeypatch):

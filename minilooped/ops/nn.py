@@ -545,8 +545,9 @@ def _attention_weights(q, kt, mask, xp, shift: str):
     already in q or in kt (k^T, a row-major copy or a view).
 
     ``shift``: m is each row's diagonal score ("diagonal") or the largest score of each
-    (L, S) matrix ("matrix"). Rows whose sum overflowed or lost precision are recomputed
-    with their own maximum (``_exact_rows``), so each row depends on its own scores only.
+    (L, S) matrix ("matrix"). Rows whose sum overflowed, came so near overflowing that the
+    product with v could (``_huge_sum``), or lost precision are recomputed with their own
+    maximum (``_exact_rows``), so each row depends on its own scores only.
     """
     s = mm(q, kt)                                             # scores, (..., L, S)
     if mask is not None:
@@ -563,7 +564,7 @@ def _attention_weights(q, kt, mask, xp, shift: str):
     with backend.np.errstate(over="ignore", under="ignore"):  # such rows are found and redone below
         xp.exp(s, out=s)
     r = xp.einsum("...s->...", s)                             # row sums in one pass, not S short ones
-    bad = ~((r >= _tiny_sum(s.dtype, S)) & xp.isfinite(r))
+    bad = ~((r >= _tiny_sum(s.dtype, S)) & (r <= _huge_sum(s.dtype)))  # nan compares False: bad too
     if bool(bad.any()):
         _exact_rows(s, r, bad, q, kt, mask, xp)
     return s, r[..., None]
@@ -588,6 +589,14 @@ def _tiny_sum(dtype, n: int) -> float:
     """Below this row sum the matrix-wide shift may have cost precision (see above)."""
     fi = backend.np.finfo(dtype)
     return float(fi.tiny) / float(fi.eps) * n
+
+
+def _huge_sum(dtype) -> float:
+    """Above this row sum of e = exp(s - m) (sqrt of the dtype's max: 1.8e19 in float32) the
+    shift m was far below the row's top score, and e @ v, whose terms are as large as e,
+    could overflow although the sum did not: the diagonal shift of a row whose later key
+    scores 50 above its own (a Parcae run at step 119 overflowed so)."""
+    return float(backend.np.finfo(dtype).max) ** 0.5
 
 
 _MASKS: dict = {}
