@@ -1,29 +1,15 @@
-"""Where a benchmark's numbers came from: the record every ``--json`` result file carries."""
+"""Where a benchmark's numbers came from: the record every ``--json`` result file carries
+(minilooped/provenance.py), with the threads every benchmark runs on."""
 from __future__ import annotations
 
-import datetime
-import os
-import platform
-import subprocess
+from ..provenance import machine, provenance as _provenance
 
 THREADS = 2  # the issue's budget: every benchmark runs on 2 threads
 
 
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
-
-
 def provenance(argv) -> dict:
-    """How a result file was made: command, commit, machine, date."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    return {"command": " ".join(["python", "-m", "minilooped.bench", *argv]),
-            "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--", "..")),
-            "machine": machine(),
-            "threads": THREADS,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    """How a result file was made: command, commit, machine, date, threads."""
+    return {**_provenance(["python", "-m", "minilooped.bench", *argv]), "threads": THREADS}
+
+
+__all__ = ["THREADS", "machine", "provenance"]

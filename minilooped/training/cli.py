@@ -1,6 +1,7 @@
-"""Command lines: ``python -m minilooped.train`` and ``python -m minilooped.sample``.
+"""Command lines: ``python -m minilooped.train``, ``python -m minilooped.sample`` and
+``python -m minilooped.evaluate``.
 
-Only argument handling lives here: the work is done by loop.py and sampling.py. Errors a
+Only argument handling lives here: the work is done by loop.py, sampling.py and evaluation.py. Errors a
 user can fix (a bad key, missing data, a checkpoint of another model, a diverged run)
 are printed as one message without a traceback and exit with status 1 (2 for usage).
 """
@@ -68,4 +69,31 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    from ..atomic import atomic_write_json
+    from ..backend import DeviceError
+    from ..provenance import provenance
+    from .evaluation import EVALUATE_USAGE, eval_config_from_cli, evaluate_depths, format_report
+
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(EVALUATE_USAGE)
+        return 0
+    try:
+        cfg = eval_config_from_cli(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_depths(cfg)
+    except (ConfigError, CheckpointError, DeviceError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    print(format_report(result))
+    if cfg.json:
+        atomic_write_json(cfg.json, {**result, "provenance": provenance(["python", "-m", "minilooped.evaluate", *argv])})
+        print(f"wrote {cfg.json}")
     return 0

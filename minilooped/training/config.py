@@ -75,6 +75,7 @@ class TrainConfig:
     # ---------------------------------------------------------------- evaluation, logging, checkpoints
     eval_interval: int = 100  # steps between val-loss estimates (and at the end)
     eval_iters: int = 20  # batches per estimate
+    eval_loops: str = ""  # looped models: each eval also logs the val loss at these loop counts, e.g. "1,2,4,8"
     log_interval: int = 1  # steps between train records in metrics.jsonl
     ckpt_interval: int = 0  # steps between checkpoints; 0 = at every evaluation
     keep_checkpoints: int = 1  # complete checkpoints kept (the newest ones)
@@ -130,6 +131,8 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"model_args has unknown GPTConfig field(s) {bad}"
                               f"{_suggest(bad[0], known)}. Fields: {', '.join(sorted(known))}")
+        if self.eval_loops:
+            self.eval_depths()  # parses and checks them
         if self.backend != "torch" and (self.compile or self.dtype != "float32"):
             raise ConfigError(f"compile={self.compile}, dtype={self.dtype!r} are PyTorch options: "
                               "use them with --backend=torch (the core trains in float32)")
@@ -156,6 +159,20 @@ class TrainConfig:
             return GPTConfig.from_preset(self.model, **args)
         except ValueError as e:
             raise ConfigError(f"the model of config {self.name or '(unnamed)'!r} is invalid: {e}") from None
+
+    def eval_depths(self) -> list[int]:
+        """The loop counts of ``eval_loops`` as sorted ints ([] when empty), checked against the model."""
+        depths = parse_loop_counts(self.eval_loops, "eval_loops")
+        if not depths:
+            return []
+        model = self.model_config()
+        if model.variant == "gpt2":
+            raise ConfigError(f"eval_loops={self.eval_loops!r}, but the model is variant='gpt2', which applies "
+                              "each block once: only looped models run at other depths. Drop --eval_loops")
+        if model.variant == "recursive" and depths[-1] > model.n_loops:
+            raise ConfigError(f"eval_loops={self.eval_loops!r} goes past the recursive model's n_loops="
+                              f"{model.n_loops} (it can only exit early): use loop counts <= {model.n_loops}")
+        return depths
 
     @property
     def decay_iters(self) -> int:
@@ -284,6 +301,21 @@ def parse_cli(argv: list[str], default: str | None = DEFAULT_CONFIG) -> tuple[st
     return name or default, overrides
 
 
+def parse_loop_counts(text: str, key: str = "n_loops") -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]: comma-separated loop counts >= 1, sorted, each once."""
+    depths = []
+    for part in text.split(",") if text.strip() else []:
+        try:
+            n = int(part.strip())
+        except ValueError:
+            raise ConfigError(f"--{key}={text!r} is not a list of loop counts: give comma-separated "
+                              f"positive integers, e.g. --{key}=1,2,4,8") from None
+        if n < 1:
+            raise ConfigError(f"--{key}={text!r} holds the loop count {n}: every loop count must be >= 1")
+        depths.append(n)
+    return sorted(set(depths))
+
+
 def config_from_cli(argv: list[str]) -> TrainConfig:
     name, overrides = parse_cli(argv)
     return apply_overrides(load_config(name), overrides)
@@ -338,5 +370,5 @@ def _suggest(word: str, candidates) -> str:
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "parse_cli", "config_from_cli",
-           "available_configs", "config_dir", "DEFAULT_CONFIG"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "parse_cli", "parse_loop_counts",
+           "config_from_cli", "available_configs", "config_dir", "DEFAULT_CONFIG"]

@@ -13,7 +13,8 @@ One optimizer step (nanoGPT's train.py, step by step):
 Every eval_interval steps the train and val losses are estimated on eval_iters fixed
 batches (a generator seeded afresh each time, so every estimate uses the same batches
 and training batches do not depend on when evaluation happens), and a checkpoint is
-saved. Batches, Parcae's loop counts and the engines' own generators (dropout) all
+saved. With ``eval_loops`` (looped models) the val loss is also taken at those loop
+counts, on the same batches (``val_loss_loops`` in the eval record). Batches, Parcae's loop counts and the engines' own generators (dropout) all
 come from seeded generators whose states go into the checkpoint: a resumed run
 continues exactly as if it had never stopped.
 
@@ -104,8 +105,9 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         from ..io import load_safetensors
 
         engine.load_weights(load_safetensors(cfg.init_from))
-    n_params = sum(n for name, n in engine.named_numels() if not name.startswith("transformer.wpe"))
-    flops_tok = flops_per_token(model_config, engine.named_numels())
+    numels = engine.named_numels()
+    n_params = sum(n for name, n in numels if not name.startswith("transformer.wpe"))
+    flops_tok = flops_per_token(model_config, numels)  # Parcae: the expectation over its loop counts
     peak = device_peak_flops(engine.device_name(), engine.precision())
 
     data_rng = np.random.default_rng([cfg.seed, 0])  # training batches
@@ -190,9 +192,11 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         if (step % cfg.eval_interval == 0 or last) and not resumed_here and dist.is_main:
             losses = estimate_loss(engine, data, cfg, B, T)
             val_loss = losses["val"]
+            by_depth = {"val_loss_loops": val_loss_at_depths(engine, data, cfg, B, T)} if cfg.eval_loops else {}
             logger.log("eval", step=step, train_loss=losses["train"], val_loss=losses["val"], tokens=tokens,
-                       elapsed=elapsed())
-            bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                       elapsed=elapsed(), **by_depth)
+            bar.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                      + "".join(f", {n} loops {v:.4f}" for n, v in by_depth.get("val_loss_loops", {}).items()))
             if not math.isfinite(val_loss):
                 diverged("val loss", val_loss, step)
             if step > start_step and (cfg.ckpt_interval == 0 or step % cfg.ckpt_interval == 0 or last):
@@ -222,14 +226,15 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         dt = time.perf_counter() - t0
         tokens += tokens_per_step
         tok_s = tokens_per_step / dt
+        step_flops = flops_per_token(model_config, numels, n_loops) if is_parcae else flops_tok  # this step's T
         if step % cfg.log_interval == 0:
             record = dict(step=step, loss=loss, lr=lr, grad_norm=grad_norm, tokens=tokens, dt_ms=1000 * dt,
-                          tok_per_s=tok_s, mfu=mfu(flops_tok, tok_s, peak), elapsed=elapsed())
+                          tok_per_s=tok_s, mfu=mfu(step_flops, tok_s, peak), elapsed=elapsed())
             if is_parcae:
                 record["n_loops"] = n_loops
             logger.log("train", **record)
         bar.update(1)
-        bar.set_postfix_str(f"loss {loss:.4f}, {tok_s:,.0f} tok/s, MFU {format_mfu(mfu(flops_tok, tok_s, peak))}",
+        bar.set_postfix_str(f"loss {loss:.4f}, {tok_s:,.0f} tok/s, MFU {format_mfu(mfu(step_flops, tok_s, peak))}",
                             refresh=False)
         step += 1
 
@@ -250,8 +255,24 @@ def estimate_loss(engine, data, cfg, B: int, T: int) -> dict:
     never changes the training batches."""
     losses = {}
     for split, ds in (("train", data.train), ("val", data.val)):
-        rng = np.random.default_rng([cfg.seed, 2])
-        losses[split] = engine.eval_loss([get_batch(ds, B, T, rng) for _ in range(cfg.eval_iters)])
+        losses[split] = engine.eval_loss(eval_batches(ds, cfg.seed, B, T, cfg.eval_iters))
+    return losses
+
+
+def eval_batches(ds, seed: int, B: int, T: int, n: int) -> list:
+    """The ``n`` fixed evaluation batches (x, y) of a split: a generator seeded afresh."""
+    rng = np.random.default_rng([seed, 2])
+    return [get_batch(ds, B, T, rng) for _ in range(n)]
+
+
+def val_loss_at_depths(engine, data, cfg, B: int, T: int) -> dict:
+    """{"n": val loss at n loops} for each loop count of ``cfg.eval_loops``, on the val batches
+    of estimate_loss. The engine's generators (Parcae's h_0, the threads' seeds) are put back
+    afterwards, so that logging more depths never changes the training run."""
+    batches = eval_batches(data.val, cfg.seed, B, T, cfg.eval_iters)
+    state = engine.engine_state()
+    losses = {str(n): engine.eval_loss(batches, n_loops=n) for n in cfg.eval_depths()}
+    engine.load_engine_state(state)
     return losses
 
 
@@ -307,4 +328,5 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "make_engine", "run_dir_of", "estimate_loss"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "make_engine", "run_dir_of", "estimate_loss", "eval_batches",
+           "val_loss_at_depths"]
