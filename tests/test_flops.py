@@ -17,7 +17,8 @@ import minilooped as ml
 import minilooped.functional as F
 from minilooped.models import GPT, GPTConfig
 from minilooped.models import parcae as parcae_module
-from minilooped.training.mfu import (flops_per_token, forward_flops_per_token, parcae_loop_counts)
+from minilooped.training.mfu import (flops_per_token, forward_flops_per_token, parcae_loop_counts,
+                                     training_flops_per_token)
 
 TINY = dict(block_size=8, vocab_size=11, n_embd=8, n_head=2, dropout=0.0)
 
@@ -131,7 +132,7 @@ def test_parcae_training_counts_no_grad_loops_as_forward_only(loops, monkeypatch
     """T = 5 with backprop_loops = 2: 3 loops under no_grad (1x), 2 with gradient (3x)."""
     config, model, numels = _tiny("parcae", **PARCAE)
     brute = _training(model, monkeypatch, config, n_loops=loops)
-    assert flops_per_token(config, numels, n_loops=loops) == pytest.approx(brute, rel=1e-12)
+    assert training_flops_per_token(config, numels, n_loops=loops) == pytest.approx(brute, rel=1e-12)
     assert forward_flops_per_token(config, numels, n_loops=loops) == pytest.approx(
         _inference(model, monkeypatch, config, n_loops=loops), rel=1e-12)
     if loops > config.backprop_loops:  # the old count, 3x forward, is more
@@ -144,7 +145,7 @@ def test_parcae_expected_training_flops_is_the_mean_over_the_poisson():
     config, _, numels = _tiny("parcae", **PARCAE)
     lam = config.n_loops
     pmf = [math.exp(-lam) * lam ** t / math.factorial(t) for t in range(80)]
-    mean = sum(p * flops_per_token(config, numels, n_loops=max(1, t)) for t, p in enumerate(pmf))
+    mean = sum(p * training_flops_per_token(config, numels, n_loops=max(1, t)) for t, p in enumerate(pmf))
     assert flops_per_token(config, numels) == pytest.approx(mean, rel=1e-12)
     no_grad, grad = parcae_loop_counts(lam, config.backprop_loops)
     assert no_grad + grad == pytest.approx(lam + math.exp(-lam), rel=1e-12)  # E[max(1, P)]

@@ -94,6 +94,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         return 1
     print(format_report(result))
     if cfg.json:
-        atomic_write_json(cfg.json, {**result, "provenance": provenance(["python", "-m", "minilooped.evaluate", *argv])})
+        command = ["python", "-m", "minilooped.evaluate", *argv]
+        atomic_write_json(cfg.json, {**result, "provenance": provenance(command)})
         print(f"wrote {cfg.json}")
     return 0

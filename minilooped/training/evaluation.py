@@ -117,8 +117,8 @@ def find_checkpoint(path) -> Checkpoint:
                               "or a checkpoint folder (ckpt_*)")
     if not path.name.startswith("ckpt_") and not list_checkpoints(path):
         raise CheckpointError(f"{path} is neither a run folder (it holds no ckpt_* folder) nor a checkpoint "
-                              "folder (it has no state.json): train first, or give the folder a run was "
-                              "trained into (--out_dir)")
+                              "folder (ckpt_*): train first, or give the folder a run was trained into "
+                              "(its --out_dir)")
     return load_checkpoint(path)
 
 
@@ -300,5 +300,5 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalConfig", "EVALUATE_USAGE", "RISE_TOL", "FLAT_TOL", "eval_config_from_cli", "find_checkpoint", "depths_for",
-           "evaluate_depths", "saturating_exp", "fit_depth_curve", "format_report"]
+__all__ = ["EvalConfig", "EVALUATE_USAGE", "RISE_TOL", "FLAT_TOL", "eval_config_from_cli", "find_checkpoint",
+           "depths_for", "evaluate_depths", "saturating_exp", "fit_depth_curve", "format_report"]

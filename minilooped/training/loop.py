@@ -14,9 +14,10 @@ Every eval_interval steps the train and val losses are estimated on eval_iters f
 batches (a generator seeded afresh each time, so every estimate uses the same batches
 and training batches do not depend on when evaluation happens), and a checkpoint is
 saved. With ``eval_loops`` (looped models) the val loss is also taken at those loop
-counts, on the same batches (``val_loss_loops`` in the eval record). Batches, Parcae's loop counts and the engines' own generators (dropout) all
-come from seeded generators whose states go into the checkpoint: a resumed run
-continues exactly as if it had never stopped.
+counts, on the same batches (``val_loss_loops`` in the eval record). Batches, Parcae's
+loop counts and the engines' own generators (dropout) all come from seeded generators
+whose states go into the checkpoint: a resumed run continues exactly as if it had never
+stopped.
 
 The engine (engine_core.py or engine_torch.py) does the arithmetic; this file never
 touches an array of the model.
@@ -41,7 +42,7 @@ from .checkpoint import (check_compatible, flatten_optimizer, latest_checkpoint,
                          load_checkpoint, save_checkpoint, unflatten_optimizer)
 from .config import ConfigError, TrainConfig
 from .metrics import MetricsLogger, truncate_after
-from .mfu import device_peak_flops, flops_per_token, format_mfu, mfu
+from .mfu import device_peak_flops, flops_per_token, format_mfu, mfu, training_flops_per_token
 from .run_data import load_run_data, uniform_loss
 
 
@@ -226,7 +227,7 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         dt = time.perf_counter() - t0
         tokens += tokens_per_step
         tok_s = tokens_per_step / dt
-        step_flops = flops_per_token(model_config, numels, n_loops) if is_parcae else flops_tok  # this step's T
+        step_flops = training_flops_per_token(model_config, numels, n_loops) if is_parcae else flops_tok  # its T
         if step % cfg.log_interval == 0:
             record = dict(step=step, loss=loss, lr=lr, grad_norm=grad_norm, tokens=tokens, dt_ms=1000 * dt,
                           tok_per_s=tok_s, mfu=mfu(step_flops, tok_s, peak), elapsed=elapsed())

@@ -29,11 +29,12 @@ what runs without: Parcae's first T - min(T, backprop_loops) loops run under no_
                   + 4 (T - k) L_loop H Q T,           k = min(T, backprop_loops)
 
 Counting them at 6N over-reported a Parcae run's FLOPs (by ~1.3x on shakespeare-parcae).
-Parcae's T is random, T ~ max(1, Poisson(n_loops)): ``flops_per_token`` takes one step's
-T, and without it counts the *expectation* of the no-grad and grad loop counts, computed
-exactly (``parcae_loop_counts``). Training FLOPs are linear in those counts, so the
-expectation is the long-run mean FLOPs per token, which MFU over a run needs; the mean
-T (n_loops) plugged in would not be (E[min(T, k)] < min(E[T], k), and max(1, .) adds
+Parcae's T is random, T ~ max(1, Poisson(n_loops)): ``training_flops_per_token`` takes one
+step's T (the training loop's per-step MFU); without it, and ``flops_per_token`` always,
+counts the *expectation* of the no-grad and grad loop counts, computed exactly
+(``parcae_loop_counts``). Training FLOPs are linear in those counts, so the expectation
+is the long-run mean FLOPs per token, which a run's FLOPs and MFU need; the mean T
+(n_loops) plugged in would not be (E[min(T, k)] <= min(E[T], k), and max(1, .) adds
 P(T=0)). The fully looped model's loss reads out ``loss_loops`` states, each through
 ln_f and the head: training counts every readout, the forward count one (the logits).
 
@@ -77,8 +78,10 @@ def applied_parameters(config, named_numels) -> tuple[int, int]:
         m = re.match(r"transformer\.h\.(\d+)\.", name)
         if m:
             i = int(m.group(1))
-            looped = loop_uses[i] != once_uses[i]  # a block in the looped group
-            n_loop, n_once = (n_loop + numel, n_once) if looped else (n_loop, n_once + numel)
+            if loop_uses[i] != once_uses[i]:  # a block of the looped group
+                n_loop += numel
+            else:  # the prelude and the coda (and every block of gpt2)
+                n_once += numel
         elif name.startswith("transformer.trunk.injection."):
             n_loop += numel  # Parcae's A_bar h + B_bar e, once per loop
         elif name.startswith("transformer.trunk.relax."):
@@ -117,8 +120,8 @@ def parcae_loop_counts(mean: float, backprop_loops: int, loops: int | None = Non
         k = min(loops, backprop_loops)
         return float(loops - k), float(k)
     b = backprop_loops
-    pmf = [math.exp(-mean + t * math.log(mean) - math.lgamma(t + 1)) if mean > 0 else float(t == 0)
-           for t in range(b)]  # P(Poisson = t), in logs so a large mean cannot overflow
+    # P(Poisson = t) = exp(-mean) mean^t / t!, in logs so that a large mean cannot overflow
+    pmf = [math.exp(-mean + t * math.log(mean) - math.lgamma(t + 1)) for t in range(b)]
     grad = sum(p * max(1, t) for t, p in enumerate(pmf)) + b * max(0.0, 1.0 - sum(pmf))
     total = mean + math.exp(-mean)
     return total - grad, grad
@@ -140,13 +143,22 @@ def forward_flops_per_token(config, named_numels, n_loops: int | None = None) ->
     return _pass_flops(n_once + n * n_loop, l_once + n * l_loop, config)
 
 
-def flops_per_token(config, named_numels, n_loops: int | None = None) -> float:
+def flops_per_token(config, named_numels) -> float:
+    """Training FLOPs per token at the config's loop count, for Parcae the expectation over
+    its random T: ``training_flops_per_token(config, named_numels)`` (see there). For GPT-2,
+    PaLM's 6 N + 12 L H Q T (exercise 4.4).
+
+    ``named_numels``: (name, number of elements) of every parameter, tied ones once, as
+    ``[(n, p.numel()) for n, p in model.named_parameters()]``."""
+    return training_flops_per_token(config, named_numels)
+
+
+def training_flops_per_token(config, named_numels, n_loops: int | None = None) -> float:
     """Training FLOPs per token: 6 N_applied + 12 L_applied H Q T for what runs with
     gradient, 2 N + 4 L H Q T for Parcae's no-grad loops (see the module docstring).
 
-    ``named_numels``: (name, number of elements) of every parameter, tied ones once, as
-    ``[(n, p.numel()) for n, p in model.named_parameters()]``. ``n_loops``: the step's loop
-    count (Parcae's sampled T); None = the config's, for Parcae the expectation over T."""
+    ``n_loops``: one step's loop count (Parcae's sampled T); None = the config's, for
+    Parcae the expectation over T ~ max(1, Poisson(n_loops))."""
     n_once, n_loop = applied_parameters(config, named_numels)
     l_once, l_loop = attention_applications(config)
     if config.variant == "parcae":
@@ -207,6 +219,6 @@ def format_mfu(value: float | None) -> str:
     return "unknown" if value is None else f"{100 * value:.1f}%"
 
 
-__all__ = ["flops_per_token", "forward_flops_per_token", "block_uses", "applied_parameters",
-           "attention_applications", "readouts", "parcae_loop_counts", "PEAK_FLOPS", "device_peak_flops",
-           "precision_of", "mfu", "format_mfu"]
+__all__ = ["flops_per_token", "training_flops_per_token", "forward_flops_per_token", "block_uses",
+           "applied_parameters", "attention_applications", "readouts", "parcae_loop_counts", "PEAK_FLOPS",
+           "device_peak_flops", "precision_of", "mfu", "format_mfu"]
