@@ -204,6 +204,24 @@ def test_trace_hook_leaves_outputs_unchanged(impl, name):
     assert model.transformer.trunk.trace is None  # off again
 
 
+@pytest.mark.parametrize("name", list(ALL))
+def test_enter_step_readout_is_forward(impl, name):
+    """The loop's anatomy (trunk.py): enter, n steps, readout give forward's logits."""
+    model = impl.make(**ALL[name])
+    model.eval()
+    idx = impl.tokens()
+    logits = impl.arr(model(idx)[0])
+    tr = model.transformer
+    trunk, blocks = tr.trunk, tr.h
+    x = tr.drop(tr.wte(idx) + tr.wpe.weight[:16])
+    h, ctx = trunk.enter(x, blocks)
+    n = model.config.n_layer if name == "gpt2" else model.config.n_loops
+    for t in range(n):
+        h = trunk.step(h, ctx, blocks, t)
+    lens = impl.arr(model.lm_head(tr.ln_f(trunk.readout(h, ctx, blocks))))
+    np.testing.assert_allclose(lens, logits, rtol=1e-12, atol=1e-12)
+
+
 def test_trace_gives_logit_lens_states(impl):
     """loop_residual without coda: the last traced state is what ln_f and the head read."""
     model = impl.make(variant="loop_residual", n_loops=3)

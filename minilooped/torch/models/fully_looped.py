@@ -1,9 +1,9 @@
-"""Fully Looped Transformer (Fu et al., arXiv 2605.18797).
+"""Fully Looped Transformer (Fu et al., arXiv 2605.18797; chapter 7).
 
 PyTorch mirror of the NumPy core's minilooped/models/fully_looped.py, line by line alike.
 
 All L blocks are looped K = n_loops times; n(.) is parameter-free RMSNorm and E the
-token + position embeddings. As in the authors' code (papers.md, section 2):
+token + position embeddings. As in the authors' code (github FuRuF-11/FullyLoopedTransformer):
 
     loop 1:     x = n(E);  for each layer l: x += Attn_l(x); x += MLP_l(x);  h^1 = n(x)
     loop k > 1: the residual stream RESTARTS at x = n(E), and at EVERY layer the
@@ -40,24 +40,30 @@ def norm(x):
 
 
 class FullyLooped(Trunk):
-    def forward(self, x, blocks, n_loops=None):
+    def enter(self, x, blocks):
+        return None, x  # no h^0 yet; the context is E, token + position embeddings (B, T, C)
+
+    def step(self, h, e, blocks, t):
+        """Loop t: h^{t} (None before the first loop) -> h^{t+1} = n(x)."""
         c = self.config
+        if h is None or c.injection == "attention":
+            x = norm(e)  # the stream restarts: x = n(E)
+        elif c.injection == "none":
+            x = h  # LT: x = h^{k-1}
+        else:
+            x = norm(e + h)  # LT_i: x = n(E + h^{k-1})
+        xq = h if c.injection == "attention" else None  # queries from h^{k-1}; None in loop 1
+        for block in blocks:
+            x = block(x, xq)  # (B, T, C)
+        self.record(x)
+        return norm(x)  # h^k = n(x)
+
+    def forward(self, x, blocks, n_loops=None):
         n = self.loop_count(n_loops)
-        e = x  # E: token + position embeddings (B, T, C)
-        h = None  # h^{k-1}, the previous loop's output
+        h, e = self.enter(x, blocks)
         readouts = []
-        for k in range(n):
-            if h is None or c.injection == "attention":
-                x = norm(e)  # the stream restarts: x = n(E)
-            elif c.injection == "none":
-                x = h  # LT: x = h^{k-1}
-            else:
-                x = norm(e + h)  # LT_i: x = n(E + h^{k-1})
-            xq = h if c.injection == "attention" else None  # queries from h^{k-1}; None in loop 1
-            for block in blocks:
-                x = block(x, xq)  # (B, T, C)
-            self.record(x)
-            h = norm(x)  # h^k = n(x)
-            readouts.append(h)
-        keep = {"last": 1, "last_third": math.ceil(n / 3), "all": n}[c.loss_loops]
+        for t in range(n):
+            h = self.step(h, e, blocks, t)  # (B, T, C)
+            readouts.append(h)  # the readout is the normalised state itself
+        keep = {"last": 1, "last_third": math.ceil(n / 3), "all": n}[self.config.loss_loops]
         return readouts[-keep:]

@@ -34,16 +34,21 @@ from .trunk import Trunk
 class Stack(Trunk):
     """GPT-2: every block once, x <- Block_l(x) for l = 1 .. n_layer.
 
-    The trace records the state after every block (each block is a "loop" of depth 1),
-    which is what a logit-lens plot of the plain model needs."""
+    Each block counts as a "loop" of depth 1: ``step(h, ctx, blocks, t)`` applies block
+    t, and the trace records the state after every block, which is what a logit-lens
+    plot of the plain model needs."""
+
+    def step(self, h, ctx, blocks, t):
+        h = blocks[t](h)  # (B, T, C)
+        self.record(h)
+        return h
 
     def forward(self, x, blocks, n_loops=None):
         if n_loops not in (None, 1):
             raise ValueError(f"n_loops={n_loops!r}: a variant='gpt2' model applies each block "
                              "once; only looped variants take n_loops.")
-        for block in blocks:
-            x = block(x)  # (B, T, C)
-            self.record(x)
+        for t in range(len(blocks)):
+            x = self.step(x, None, blocks, t)  # (B, T, C)
         return [x]
 
 

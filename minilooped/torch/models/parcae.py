@@ -1,8 +1,8 @@
-"""Parcae, a stable looped LM (Prairie et al., arXiv 2604.12946).
+"""Parcae, a stable looped LM (Prairie et al., arXiv 2604.12946; chapter 8).
 
 PyTorch mirror of the NumPy core's minilooped/models/parcae.py, line by line alike.
 
-Looping as a dynamical system over the residual stream (papers.md, section 5):
+Looping as a dynamical system over the residual stream:
 
     e       = norm(P(x))                          prelude P = h[:n_prelude], then ln_prelude
     h_0     ~ truncated normal (or zeros)
@@ -89,28 +89,35 @@ class Parcae(Trunk):
         h = torch.zeros_like(e).detach()
         return nn.init.trunc_normal_(h, mean=0.0, std=H0_STD, a=-3 * H0_STD, b=3 * H0_STD)
 
-    def step(self, h, e, blocks):
-        """One loop: h <- R(A_bar h + B_bar e)."""
+    def enter(self, x, blocks, h0=None):
+        """The prelude: (h_0, e) with e = norm(P(x)); h0 replaces the drawn initial state."""
+        for i in range(self.config.loop_start):  # prelude P
+            x = blocks[i](x)  # (B, T, C)
+        e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
+        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
+        return h, e
+
+    def step(self, h, e, blocks, t):
+        """Loop t: h <- R(A_bar h + B_bar e)."""
         h = self.injection(h, e)  # (B, T, C)
         for i in range(self.config.loop_start, self.config.loop_end):
             h = blocks[i](h)  # R, the recurrent blocks: (B, T, C)
         self.record(h)
         return h
 
-    def forward(self, x, blocks, n_loops=None, h0=None):
-        c = self.config
-        for i in range(c.loop_start):  # prelude P
-            x = blocks[i](x)  # (B, T, C)
-        e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
-        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
-        n = self.loop_count(n_loops)
-        k = min(n, c.backprop_loops) if self.training else n  # loops that carry gradients
-        with torch.no_grad():
-            for _ in range(n - k):
-                h = self.step(h, e, blocks)
-        for _ in range(k):
-            h = self.step(h, e, blocks)
+    def readout(self, h, e, blocks):
         x = self.C(h)  # C h_T: (B, T, C)
-        for i in range(c.loop_end, c.n_layer):  # coda
+        for i in range(self.config.loop_end, self.config.n_layer):  # coda
             x = blocks[i](x)  # (B, T, C)
-        return [x]
+        return x
+
+    def forward(self, x, blocks, n_loops=None, h0=None):
+        h, e = self.enter(x, blocks, h0)
+        n = self.loop_count(n_loops)
+        k = min(n, self.config.backprop_loops) if self.training else n  # loops that carry gradients
+        with torch.no_grad():
+            for t in range(n - k):
+                h = self.step(h, e, blocks, t)
+        for t in range(n - k, n):
+            h = self.step(h, e, blocks, t)
+        return [self.readout(h, e, blocks)]
