@@ -58,7 +58,7 @@ class FullyLooped(Trunk):
         else:
             x = norm(e)  # FLT, LT_ia, FLT_res: the stream restarts, x = n(E)
         for l, block in enumerate(blocks):
-            if injection == "residual" and h is not None:
+            if injection == "residual":
                 x = norm(x + h)  # FLT_res: x = n(x + h^{k-1}) before every layer
             # queries from h^{k-1}: FLT at every layer, LT_ia at layer 0 only (None in loop 1)
             attends = injection == "attention" or (injection == "attention_first" and l == 0)
