@@ -45,6 +45,10 @@ class Trunk(nn.Module):
     def init_weights(self):
         """Initialise the trunk's own parameters (after GPT's nanoGPT init)."""
 
+    def no_weight_decay(self):
+        """The trunk's 2-D parameters that AdamW must not decay (GPT.optim_groups)."""
+        return []
+
     def loop_count(self, n_loops):
         """The loop count to run: the config's, or the one asked for at call time."""
         n = self.config.n_loops if n_loops is None else n_loops
