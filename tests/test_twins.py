@@ -38,6 +38,17 @@ ALLOWED = {
         ("initial state draws from, so a seeded generation repeats exactly. Token ids are NumPy",
          "initial state draws from, so a seeded generation repeats exactly."),
     ],
+    "parcae.py": [
+        # the orthogonal init: torch writes a parameter in place under no_grad; the core sets
+        # .data from a host NumPy QR (the core's init runs before the model moves to a GPU)
+        (None, "with FW.no_grad():"),
+        ("q, r = np.linalg.qr(w.numpy())", "q, r = FW.linalg.qr(w)"),
+        ("w.data = (q * np.sign(np.diag(r)) * gain).astype(w.dtype)  # column j times sign(R_jj)",
+         "w.copy_(q * FW.sign(FW.diag(r)) * gain)  # column j times sign(R_jj)"),
+        # a host boolean mask as a framework tensor on the state's device
+        ("return FW.where(FW.Tensor(moving[:, None, None]).to(h.device), new, h)  # (B, T, C)",
+         "return FW.where(FW.as_tensor(moving[:, None, None], device=h.device), new, h)  # (B, T, C)"),
+    ],
     "recursive.py": [
         # the core chooses NumPy or CuPy by the weights' array; torch has one module
         ('xp = backend.array_module(src["lm_head.weight"])  # numpy, or cupy on a GPU', None),
