@@ -21,6 +21,12 @@ starts from n(E)). Layer l of loop t is the l-th block called inside step_t, and
 x_{t,l} its output, the residual stream after that block. gpt2 counts each block as a
 loop of one layer (gpt.py, Stack), so its "loops" are its layers.
 
+How the loop is watched: the model's own forward runs while ``trunk.step`` is replaced,
+on that instance and for that call only, by a wrapper that records h_t, the context and
+h_{t+1}, and hands step a stand-in for ``transformer.h`` that records every block's
+output. The model code is untouched, and the loss is the model's own (the fully looped
+model's loss_loops, Parcae's h_0 and loop count included).
+
 How to read them (chapter 6, Why loops break):
 
 - rms[t] = sqrt(mean(h_{t+1}^2)), the scale of the residual stream. Growing loop after
