@@ -46,10 +46,28 @@ def test_bias_is_bool():
 
 @pytest.mark.parametrize("field,bad", [("variant", "looped"), ("injection", "concat"),
                                        ("loss_loops", "first"), ("score_f", "mlp"), ("h0", "ones"),
-                                       ("sharing", "random"), ("init", "upper")])
+                                       ("sharing", "random"), ("init", "upper"),
+                                       ("parcae_injection", "concat"), ("loop_sampling", "token")])
 def test_choices(field, bad):
     msg = raises(rf"GPTConfig\.{field}='{bad}' is not one of", **{field: bad})
     assert "'" in msg.split("is not one of")[1]  # lists the valid choices
+
+
+@pytest.mark.parametrize("injection,mode", [("additive", "LT_i"), ("attention_first", "LT_ia")])
+@pytest.mark.parametrize("loss_loops", ["all", "last_third"])
+def test_last_loop_only_modes(injection, mode, loss_loops):
+    """The authors' LT_i and LT_ia put the loss on the last loop only."""
+    msg = raises(rf"loss_loops='{loss_loops}' with injection='{injection}' \({mode}\).*last loop only",
+                 variant="fully_looped", injection=injection, loss_loops=loss_loops)
+    assert "loss_loops='last'" in msg
+    GPTConfig(**TINY, variant="fully_looped", injection=injection)  # 'last' is fine
+    for ok in ("attention", "none", "residual"):
+        GPTConfig(**TINY, variant="fully_looped", injection=ok, loss_loops=loss_loops)
+
+
+def test_parcae_defaults_follow_the_authors():
+    c = GPTConfig(**TINY, variant="parcae", n_prelude=1, n_coda=1)
+    assert (c.parcae_injection, c.loop_sampling) == ("diagonal", "sequence")
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, True])
@@ -117,6 +135,20 @@ def test_paper_preset_num_params(name, millions):
     assert f"{model.num_params() / 1e6:.2f}" == millions
 
 
+def test_authors_presets():
+    """Their shapes; parcae-small-140m counts ~69M here: their 140M include three value
+    embeddings (32768 x 768 each) that the course leaves out."""
+    flt = GPTConfig.from_preset("flt-l6-d384")
+    assert (flt.variant, flt.n_layer, flt.n_embd, flt.head_size, flt.n_loops, flt.injection, flt.loss_loops) == \
+        ("fully_looped", 6, 384, 128, 12, "attention", "last")
+    p = GPTConfig.from_preset("parcae-small-140m")
+    assert (p.n_prelude, p.n_recurrent, p.n_coda, p.n_embd, p.n_loops, p.backprop_loops) == (2, 2, 2, 768, 8, 4)
+    assert (p.parcae_injection, p.loop_sampling, p.block_size, p.vocab_size) == ("diagonal", "sequence", 2048, 32768)
+    with torch.device("meta"):
+        n = TorchGPT(p).num_params()
+    assert abs(n + 3 * 32768 * 768 - 140e6) < 5e6  # with their value embeddings: ~144M
+
+
 def test_preset_num_params_core_matches_mirror():
     """The core counts the same (built for real, so with a small vocabulary)."""
     for name in ("loop-residual-45m", "parcae-47m"):
@@ -132,5 +164,5 @@ def test_every_preset_builds(name):
     with torch.device("meta"):
         model = TorchGPT(GPTConfig.from_preset(name))
     m = re.search(r"(\d+)m", name)
-    if m:  # the name says the size, to within the rounding of the papers' names
+    if m and name != "parcae-small-140m":  # the name says the size, to within the rounding of the papers' names
         assert abs(model.num_params() / 1e6 - int(m.group(1))) < 1.5

@@ -37,7 +37,7 @@ def _count(model, monkeypatch, idx, targets=None, **kwargs) -> Counter:
     counter = Counter()
     train_mode = model.training
     linear, sdpa, layer_norm = F.linear, F.scaled_dot_product_attention, F.layer_norm
-    injection = parcae_module.Injection.forward
+    injection = parcae_module.DiagonalInjection.forward
 
     def tokens(x):
         return x.numel() // x.shape[-1]
@@ -63,7 +63,7 @@ def _count(model, monkeypatch, idx, targets=None, **kwargs) -> Counter:
     monkeypatch.setattr(F, "linear", counted_linear)
     monkeypatch.setattr(F, "scaled_dot_product_attention", counted_sdpa)
     monkeypatch.setattr(F, "layer_norm", counted_layer_norm)
-    monkeypatch.setattr(parcae_module.Injection, "forward", counted_injection)
+    monkeypatch.setattr(parcae_module.DiagonalInjection, "forward", counted_injection)
     try:
         model(idx, targets, **kwargs)
     finally:
@@ -127,10 +127,11 @@ def test_inference_flops_match_brute_force_at_every_depth(case, monkeypatch):
 PARCAE = dict(n_layer=3, n_prelude=1, n_coda=1, n_loops=3, backprop_loops=2)
 
 
+@pytest.mark.parametrize("injection", ["diagonal", "linear", "add"])
 @pytest.mark.parametrize("loops", [1, 2, 5])
-def test_parcae_training_counts_no_grad_loops_as_forward_only(loops, monkeypatch):
+def test_parcae_training_counts_no_grad_loops_as_forward_only(loops, injection, monkeypatch):
     """T = 5 with backprop_loops = 2: 3 loops under no_grad (1x), 2 with gradient (3x)."""
-    config, model, numels = _tiny("parcae", **PARCAE)
+    config, model, numels = _tiny("parcae", **PARCAE, parcae_injection=injection)
     brute = _training(model, monkeypatch, config, n_loops=loops)
     assert training_flops_per_token(config, numels, n_loops=loops) == pytest.approx(brute, rel=1e-12)
     assert forward_flops_per_token(config, numels, n_loops=loops) == pytest.approx(
@@ -150,6 +151,15 @@ def test_parcae_expected_training_flops_is_the_mean_over_the_poisson():
     no_grad, grad = parcae_loop_counts(lam, config.backprop_loops)
     assert no_grad + grad == pytest.approx(lam + math.exp(-lam), rel=1e-12)  # E[max(1, P)]
     assert grad == pytest.approx(sum(p * min(max(1, t), 2) for t, p in enumerate(pmf)), rel=1e-12)
+
+
+def test_parcae_per_sequence_counts_are_each_sequences_own_loops(monkeypatch):
+    """One loop count per sequence: the mean over the sequences of each one's FLOPs, as if
+    it ran alone (the model's FLOPs; the masked batch computes more)."""
+    config, model, numels = _tiny("parcae", **PARCAE)
+    counts = np.array([1, 5, 2, 3])
+    alone = [_training(model, monkeypatch, config, n_loops=int(t)) for t in counts]
+    assert training_flops_per_token(config, numels, counts) == pytest.approx(np.mean(alone), rel=1e-12)
 
 
 def test_parcae_loop_counts_of_a_given_step():

@@ -15,7 +15,8 @@ from minilooped.models import GPTConfig
 def _core_adapter():
     import minilooped as ml
     from minilooped.models import GPT, GPTConfig, from_gpt2
-    from minilooped.models.parcae import Injection
+    from minilooped.models import parcae
+    from minilooped.models.fully_looped import norm
 
 
     FLOAT64 = "float64"
@@ -65,7 +66,8 @@ def _torch_adapter():
     import torch
 
     from minilooped.torch.models import GPT, GPTConfig, from_gpt2
-    from minilooped.torch.models.parcae import Injection
+    from minilooped.torch.models import parcae
+    from minilooped.torch.models.fully_looped import norm
 
     torch.set_num_threads(1)  # tiny models: one thread beats an oversubscribed pool
 
@@ -124,10 +126,16 @@ LOOPED = {
     "loop_residual": dict(variant="loop_residual", n_layer=3, n_prelude=1, n_coda=1, n_loops=3),
     "fully_looped": dict(variant="fully_looped", n_loops=3),
     "fully_looped_LT": dict(variant="fully_looped", n_loops=3, injection="none"),
-    "fully_looped_LTi": dict(variant="fully_looped", n_loops=3, injection="additive", loss_loops="all"),
+    "fully_looped_LTi": dict(variant="fully_looped", n_loops=3, injection="additive"),
+    "fully_looped_LTia": dict(variant="fully_looped", n_loops=3, injection="attention_first"),
+    "fully_looped_FLTres": dict(variant="fully_looped", n_loops=3, injection="residual", loss_loops="all"),
     "contractive": dict(variant="contractive", n_loops=3),
     "contractive_branch": dict(variant="contractive", n_loops=3, score_f="branch"),
     "parcae": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, h0="zeros"),
+    "parcae_add": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, h0="zeros",
+                       parcae_injection="add"),
+    "parcae_linear": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, h0="zeros",
+                          parcae_injection="linear"),
 }
 ALL = {"gpt2": dict(), **LOOPED}
 GPT2_NAMES = ["transformer.wte.weight", "transformer.wpe.weight"] + [
@@ -204,6 +212,24 @@ def test_trace_hook_leaves_outputs_unchanged(impl, name):
     assert model.transformer.trunk.trace is None  # off again
 
 
+@pytest.mark.parametrize("name", list(ALL))
+def test_enter_step_readout_is_forward(impl, name):
+    """The loop's anatomy (trunk.py): enter, n steps, readout give forward's logits."""
+    model = impl.make(**ALL[name])
+    model.eval()
+    idx = impl.tokens()
+    logits = impl.arr(model(idx)[0])
+    tr = model.transformer
+    trunk, blocks = tr.trunk, tr.h
+    x = tr.drop(tr.wte(idx) + tr.wpe.weight[:16])
+    h, ctx = trunk.enter(x, blocks)
+    n = model.config.n_layer if name == "gpt2" else model.config.n_loops
+    for t in range(n):
+        h = trunk.step(h, ctx, blocks, t)
+    lens = impl.arr(model.lm_head(tr.ln_f(trunk.readout(h, ctx, blocks))))
+    np.testing.assert_allclose(lens, logits, rtol=1e-12, atol=1e-12)
+
+
 def test_trace_gives_logit_lens_states(impl):
     """loop_residual without coda: the last traced state is what ln_f and the head read."""
     model = impl.make(variant="loop_residual", n_loops=3)
@@ -258,24 +284,66 @@ def test_contractive_with_dt_1_is_loop_residual(impl):
 def test_fully_looped_first_loop_is_the_same_for_every_injection(impl):
     ref = impl.make(variant="fully_looped", n_loops=1)
     idx = impl.tokens()
-    for injection in ("none", "additive"):
+    for injection in ("none", "additive", "attention_first", "residual"):
         other = impl.make(variant="fully_looped", n_loops=1, injection=injection)
         impl.load(other, impl.state(ref))
         np.testing.assert_array_equal(impl.arr(other(idx)[0]), impl.arr(ref(idx)[0]))
         assert not np.allclose(impl.arr(other(idx, n_loops=2)[0]), impl.arr(ref(idx, n_loops=2)[0]))
 
 
-def test_fully_looped_loss_loops(impl):
-    """'all' averages the per-loop losses; 'last_third' of 3 loops is the last loop."""
+@pytest.mark.parametrize("injection", ["attention", "none", "residual"])
+def test_fully_looped_loss_loops(impl, injection):
+    """'all' averages the per-loop losses; 'last_third' of K loops is loops range(2K // 3, K)
+    (their FEW): the last of 3, the last 2 of 4."""
     idx, targets = impl.tokens(), impl.tokens(seed=1)
     per_loop = []
-    base = impl.make(variant="fully_looped", n_loops=3)
-    for n in (1, 2, 3):
+    base = impl.make(variant="fully_looped", n_loops=4, injection=injection)
+    for n in (1, 2, 3, 4):
         per_loop.append(float(impl.arr(base(idx, targets, n_loops=n)[1])))
-    for loss_loops, want in (("all", np.mean(per_loop)), ("last_third", per_loop[-1])):
-        model = impl.make(variant="fully_looped", n_loops=3, loss_loops=loss_loops)
+    for n, loss_loops, want in ((3, "all", np.mean(per_loop[:3])), (3, "last_third", per_loop[2]),
+                                (4, "last_third", np.mean(per_loop[2:]))):
+        model = impl.make(variant="fully_looped", n_loops=n, loss_loops=loss_loops, injection=injection)
         impl.load(model, impl.state(base))
         assert float(impl.arr(model(idx, targets)[1])) == pytest.approx(want, rel=1e-12)
+
+
+def _fully_looped_by_hand(impl, model, idx, first_layer_only=False, residual=False):
+    """The logits of FLT / LT_ia / FLT_res written out from their code: every loop restarts
+    at n(E); queries from h^{k-1} at every layer (FLT) or layer 0 (LT_ia), or x = n(x + h)
+    before every layer (FLT_res)."""
+    tr = model.transformer
+    E = tr.wte(idx) + tr.wpe.weight[:16]  # (B, T, C)
+    h = None
+    for k in range(model.config.n_loops):
+        x = impl.norm(E)
+        for l, block in enumerate(tr.h):
+            if residual:
+                x = block(x if h is None else impl.norm(x + h))
+            else:
+                x = block(x, h if (l == 0 or not first_layer_only) else None)
+        h = impl.norm(x)
+    return impl.arr(model.lm_head(tr.ln_f(h)))
+
+
+@pytest.mark.parametrize("injection", ["attention", "attention_first", "residual"])
+def test_fully_looped_modes_by_hand(impl, injection):
+    model = impl.make(variant="fully_looped", n_loops=3, injection=injection)
+    model.eval()
+    idx = impl.tokens()
+    want = _fully_looped_by_hand(impl, model, idx, first_layer_only=injection == "attention_first",
+                                 residual=injection == "residual")
+    np.testing.assert_allclose(impl.arr(model(idx)[0]), want, rtol=1e-12, atol=1e-12)
+
+
+def test_fully_looped_LT_ia_is_FLT_with_one_layer_and_differs_with_two(impl):
+    """LT_ia injects the queries at layer 0 only: with one layer it is FLT, with two it is not."""
+    idx = impl.tokens()
+    for n_layer, same in ((1, True), (2, False)):
+        flt = impl.make(variant="fully_looped", n_layer=n_layer, n_loops=2)
+        lt_ia = impl.make(variant="fully_looped", n_layer=n_layer, n_loops=2, injection="attention_first")
+        impl.load(lt_ia, impl.state(flt))
+        a, b = impl.arr(flt(idx)[0]), impl.arr(lt_ia(idx)[0])
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-12) == same
 
 
 # ------------------------------------------------------------------------ recursive
@@ -360,7 +428,8 @@ def test_recursive_builder_errors(impl):
        dt_bias=st.lists(st.floats(-10, 10), min_size=4, max_size=4))
 def test_parcae_spectral_radius_below_one(impl, a, dt_bias):
     """rho(A_bar) < 1 for any parameters: A_bar = exp(-softplus(dt_bias) exp(a)) is diagonal."""
-    inj = impl.Injection(GPTConfig(vocab_size=8, n_embd=4, n_head=1, block_size=4, n_layer=1)).to(impl.FLOAT64)
+    inj = impl.parcae.DiagonalInjection(GPTConfig(vocab_size=8, n_embd=4, n_head=1, block_size=4,
+                                                  n_layer=1)).to(impl.FLOAT64)
     impl.set_param(inj.a, np.array(a))
     impl.set_param(inj.dt_bias, np.array(dt_bias))
     A_bar = np.diag(impl.arr(inj.A_bar()))
@@ -369,11 +438,18 @@ def test_parcae_spectral_radius_below_one(impl, a, dt_bias):
 
 
 def test_parcae_initialisation(impl):
+    """As the authors' code: A_bar = sqrt(1/5), B = I, C = sqrt(2/5) Q with Q orthogonal (and
+    random), the linear adapter a normal of std sqrt(2 / (5 C)) cut at 3 std."""
     model = impl.make(**LOOPED["parcae"])
     trunk = model.transformer.trunk
     np.testing.assert_allclose(impl.arr(trunk.injection.A_bar()), np.sqrt(1 / 5), rtol=1e-6)  # set in float32
     np.testing.assert_array_equal(impl.arr(trunk.injection.B.weight), np.eye(32))
-    np.testing.assert_array_equal(impl.arr(trunk.C.weight), np.eye(32))
+    C = impl.arr(trunk.C.weight)
+    np.testing.assert_allclose(C @ C.T, 2 / 5 * np.eye(32), atol=1e-6)  # orthogonal times sqrt(2/5)
+    assert np.abs(C - np.diag(np.diag(C))).max() > 0.01  # not a multiple of the identity
+    W = impl.arr(impl.make(**LOOPED["parcae_linear"]).transformer.trunk.injection.adapter.weight)
+    std = np.sqrt(2 / (5 * 32))
+    assert W.shape == (32, 64) and np.abs(W).max() <= 3 * std * (1 + 1e-6) and 0.8 < W.std() / std < 1.0
 
 
 def test_parcae_truncated_backprop(impl):
@@ -403,9 +479,9 @@ def test_parcae_truncated_backprop(impl):
 
 
 def test_parcae_sample_loops_and_random_h0(impl):
-    model = impl.make(**{**LOOPED["parcae"], "h0": "normal", "n_loops": 8})
+    model = impl.make(**{**LOOPED["parcae"], "h0": "normal", "n_loops": 8, "loop_sampling": "batch"})
     ts = [model.sample_loops(np.random.default_rng(s)) for s in range(300)]
-    assert min(ts) >= 1 and abs(np.mean(ts) - 8) < 0.6
+    assert all(isinstance(t, int) for t in ts) and min(ts) >= 1 and abs(np.mean(ts) - 8) < 0.6
     assert model.sample_loops(np.random.default_rng(5)) == model.sample_loops(np.random.default_rng(5))
     model.eval()
     idx = impl.tokens()
@@ -415,6 +491,94 @@ def test_parcae_sample_loops_and_random_h0(impl):
     assert np.abs(impl.arr(h0)).max() <= 0.06 and 0.01 < impl.arr(h0).std() < 0.03  # N(0, 0.02) cut at 3 std
     with pytest.raises(ValueError, match=r"sample_loops is Parcae's"):
         impl.make().sample_loops(np.random.default_rng(0))
+
+
+def test_parcae_sample_loops_per_sequence(impl):
+    model = impl.make(**{**LOOPED["parcae"], "n_loops": 8})  # loop_sampling="sequence", the default
+    ts = model.sample_loops(np.random.default_rng(0), 300)
+    assert ts.shape == (300,) and ts.dtype == np.int64 and ts.min() >= 1 and abs(ts.mean() - 8) < 0.6
+    np.testing.assert_array_equal(model.sample_loops(np.random.default_rng(5), 4),
+                                  model.sample_loops(np.random.default_rng(5), 4))
+    with pytest.raises(ValueError, match=r"one loop count per sequence; pass the batch size"):
+        model.sample_loops(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("injection", ["diagonal", "add", "linear"])
+@pytest.mark.parametrize("train", [False, True])
+def test_parcae_per_sequence_loops_are_each_sequence_alone(impl, injection, train):
+    """Counts (3, 1, 5) on a batch of 3 == each sequence run alone with its count: logits,
+    loss and gradients, in eval mode and in train mode (the last min(T_i, 2) loops carry
+    gradients)."""
+    model = impl.make(**{**LOOPED["parcae"], "backprop_loops": 2, "parcae_injection": injection})
+    model.train(train)
+    idx, targets = impl.tokens(B=3), impl.tokens(B=3, seed=1)
+    h0 = 0.02 * np.random.default_rng(2).standard_normal((3, 16, 32))
+    counts = np.array([3, 1, 5])
+    logits, loss = model(idx, targets, n_loops=counts, h0=impl.as_input(h0))
+    loss.backward()
+    g_batch = impl.grads(model)
+    g_alone, losses = None, []
+    for i, T in enumerate(counts.tolist()):
+        impl.zero_grads(model)
+        logits_i, loss_i = model(idx[i:i + 1], targets[i:i + 1], n_loops=T, h0=impl.as_input(h0[i:i + 1]))
+        loss_i.backward()
+        np.testing.assert_allclose(impl.arr(logits)[i], impl.arr(logits_i)[0], rtol=1e-10, atol=1e-12)
+        losses.append(float(impl.arr(loss_i)))
+        g = impl.grads(model)
+        g_alone = g if g_alone is None else {n: g_alone[n] + g[n] for n in g}
+    assert float(impl.arr(loss)) == pytest.approx(np.mean(losses), rel=1e-12)  # rows of equal length
+    for n, g in g_batch.items():
+        np.testing.assert_allclose(g, g_alone[n] / 3, rtol=1e-8, atol=1e-13, err_msg=n)
+    with model.trace_loops() as states:
+        model(idx, n_loops=counts, h0=impl.as_input(h0))
+    assert len(states) == 5  # the batch runs max(T_i) loops
+
+
+def test_parcae_per_sequence_counts_are_checked(impl):
+    model = impl.make(**LOOPED["parcae"])
+    idx = impl.tokens()
+    for bad in (np.array([2, 0]), np.array([2, 3, 4]), np.array([2.0, 3.0]), np.array([[2, 3]])):
+        with pytest.raises(ValueError, match=r"one per sequence \(shape \(2,\)\)"):
+            model(idx, n_loops=bad)
+    np.testing.assert_array_equal(impl.arr(model(idx, n_loops=np.array([2, 2]))[0]),
+                                  impl.arr(model(idx, n_loops=2)[0]))
+
+
+def test_parcae_A_bar_of_each_injection(impl):
+    """add: A_bar = I (ones); linear: A_bar = W_h, the h-block of the adapter, and the
+    injection is W_h h + W_e e; diagonal: the map the injection applies to h."""
+    h = np.random.default_rng(0).standard_normal((2, 16, 32))
+    e = np.random.default_rng(1).standard_normal((2, 16, 32))
+    zeros = np.zeros_like(h)
+    add = impl.make(**LOOPED["parcae_add"]).transformer.trunk.injection
+    np.testing.assert_array_equal(impl.arr(add.A_bar()), np.ones(32))
+    np.testing.assert_array_equal(impl.arr(add(impl.as_input(h), impl.as_input(e))), h + e)
+    lin = impl.make(**LOOPED["parcae_linear"]).transformer.trunk.injection
+    W = impl.arr(lin.adapter.weight)  # (C, 2C)
+    np.testing.assert_array_equal(impl.arr(lin.A_bar()), W[:, :32])
+    np.testing.assert_allclose(impl.arr(lin(impl.as_input(h), impl.as_input(e))), h @ W[:, :32].T + e @ W[:, 32:].T,
+                               rtol=1e-12, atol=1e-12)
+    for inj in (add, lin, impl.make(**LOOPED["parcae"]).transformer.trunk.injection):
+        A = impl.arr(inj.A_bar())
+        A = np.diag(A) if A.ndim == 1 else A
+        u0 = impl.arr(inj(impl.as_input(h), impl.as_input(zeros)))  # e = 0: u = A_bar h
+        np.testing.assert_allclose(u0, h @ A.T, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("injection", ["diagonal", "add", "linear"])
+def test_parcae_optim_groups(impl, injection):
+    """a, dt_bias, B and C take no weight decay (the authors' _no_weight_decay group); the
+    linear adapter and the blocks' matrices do; vectors never do."""
+    model = impl.make(**{**LOOPED["parcae"], "parcae_injection": injection})
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = ({names[id(p)] for p in g["params"]} for g in model.optim_groups(0.1))
+    assert decay | no_decay == set(names.values()) and not decay & no_decay
+    exempt = {"transformer.trunk.C.weight"} | ({"transformer.trunk.injection.a", "transformer.trunk.injection.dt_bias",
+                                                "transformer.trunk.injection.B.weight"} if injection == "diagonal" else set())
+    assert exempt <= no_decay
+    matrices = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    assert decay == matrices - exempt
+    assert ("transformer.trunk.injection.adapter.weight" in decay) == (injection == "linear")
 
 
 # ------------------------------------------------------------------------ generation

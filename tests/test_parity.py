@@ -29,11 +29,21 @@ VARIANTS = {
     "loop_residual": dict(variant="loop_residual", n_layer=3, n_prelude=1, n_coda=1, n_loops=3),
     "fully_looped": dict(variant="fully_looped", n_layer=2, n_loops=3, loss_loops="all"),
     "fully_looped_LT": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="none"),
-    "fully_looped_LTi": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="additive",
-                             loss_loops="last_third"),
+    "fully_looped_LTi": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="additive"),
+    "fully_looped_LTia": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="attention_first"),
+    "fully_looped_FLTres": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="residual",
+                                loss_loops="last_third"),
     "contractive_block": dict(variant="contractive", n_layer=2, n_prelude=1, n_loops=3),
     "contractive_branch": dict(variant="contractive", n_layer=1, n_loops=3, score_f="branch", dt=0.5),
-    "parcae": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, backprop_loops=2),
+    "parcae": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, backprop_loops=2,
+                   loop_sampling="batch"),
+    # per-sequence loop counts: rows of one batch run different loop counts
+    "parcae_per_sequence": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3,
+                                backprop_loops=2, loop_sampling="sequence"),
+    "parcae_add": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, backprop_loops=2,
+                       parcae_injection="add"),
+    "parcae_linear": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=3, backprop_loops=2,
+                          parcae_injection="linear"),
     "recursive": "recursive",  # built from a gpt2 model with from_gpt2, LoRA rank 4
 }
 TOL = {
@@ -61,17 +71,18 @@ def build_pair(name, dtype):
     return mirror, core
 
 
-def batch(seed=0, B=2, T=16):
+def batch(seed=0, B=3, T=16):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 64, (B, T)), rng.integers(0, 64, (B, T))
 
 
 def loop_kwargs(mirror, rng):
-    """Parcae: a sampled training loop count and an explicit h_0, the same for both."""
+    """Parcae: sampled training loop counts (an int, or one per sequence) and an explicit
+    h_0, the same for both."""
     if mirror.config.variant != "parcae":
         return {}, {}
-    T = mirror.sample_loops(rng)
-    h0 = 0.02 * rng.standard_normal((2, 16, mirror.config.n_embd))
+    T = mirror.sample_loops(rng, 3)
+    h0 = 0.02 * rng.standard_normal((3, 16, mirror.config.n_embd))
     dtype = mirror.lm_head.weight.dtype
     return (dict(n_loops=T, h0=torch.tensor(h0, dtype=dtype)),
             dict(n_loops=T, h0=ml.Tensor(h0.astype(str(dtype).replace("torch.", "")))))
@@ -94,7 +105,7 @@ def test_parity_forward_backward(name, dtype):
     tol = TOL[dtype]
     mirror, core = build_pair(name, dtype)
     idx, targets = batch()
-    rng_t, rng_c = np.random.default_rng(1), np.random.default_rng(1)
+    rng_t, rng_c = np.random.default_rng(5), np.random.default_rng(5)  # per sequence: T = (4, 2, 1)
     kw_t, _ = loop_kwargs(mirror, rng_t)
     _, kw_c = loop_kwargs(mirror, rng_c)
 

@@ -15,10 +15,11 @@ from minilooped.training.engine_core import CoreEngine
 from minilooped.training.threads import ThreadedDataParallel, blas_threads, resolve_threads
 
 
-def _engine(threads: int, dropout: float = 0.0, batch_size: int = 6):
-    cfg = TrainConfig(model="shakespeare-loop-residual", batch_size=batch_size, threads=threads, progress=False, seed=3,
+def _engine(threads: int, dropout: float = 0.0, batch_size: int = 6, model: str = "shakespeare-loop-residual",
+            **model_args):
+    cfg = TrainConfig(model=model, batch_size=batch_size, threads=threads, progress=False, seed=3,
                       model_args={"n_embd": 32, "n_head": 2, "n_loops": 2, "block_size": 16, "vocab_size": 40,
-                                  "dropout": dropout})
+                                  "dropout": dropout, **model_args})
     return CoreEngine(cfg, cfg.model_config(), DistInfo(device="cpu"))
 
 
@@ -48,6 +49,22 @@ def test_threads_give_the_whole_batch_step(threads):
     many.forward_backward(x, y, None, scale=0.5, sync=True)
     for name, g in _grads(one).items():
         np.testing.assert_allclose(_grads(many)[name], g, rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_split_per_sequence_loop_counts(threads):
+    """Parcae with one loop count per sequence: each shard runs its own rows' counts."""
+    one = _engine(1, model="shakespeare-parcae", h0="zeros")  # h_0 = 0: no draw that differs by shard
+    many = _engine(threads, model="shakespeare-parcae", h0="zeros")
+    x, y = _batch()
+    n_loops = np.array([1, 5, 2, 3, 1, 4])
+    one.forward_backward(x, y, n_loops, scale=1.0, sync=True)
+    many.forward_backward(x, y, n_loops, scale=1.0, sync=True)
+    assert many.collect_loss(None) == pytest.approx(one.collect_loss(None), rel=1e-6)
+    for name, g in _grads(one).items():
+        np.testing.assert_allclose(_grads(many)[name], g, rtol=1e-4, atol=1e-7, err_msg=name)
+    assert many.eval_loss([(x, y)], n_loops) == pytest.approx(one.eval_loss([(x, y)], n_loops), rel=1e-6)
+    assert one.eval_loss([(x, y)], n_loops[::-1].copy()) != pytest.approx(one.eval_loss([(x, y)], n_loops))
 
 
 def test_threads_leave_replicas_without_gradients():

@@ -10,9 +10,9 @@ Vocabulary of the looped models, used by every variant file:
   (``transformer.h.0 .. h.{n_layer-1}``). It is not the depth the input goes through.
 - The blocks split into a prelude ``h[:n_prelude]`` (applied once), a looped group
   ``h[n_prelude : n_layer - n_coda]`` (applied ``n_loops`` times) and a coda
-  ``h[n_layer - n_coda:]`` (applied once). The names come from Huginn and Parcae
-  (papers.md, sections 5 and 6); Loop-Residual calls them the unlooped blocks before
-  and after the loop.
+  ``h[n_layer - n_coda:]`` (applied once). The names come from Huginn (arXiv 2502.05171)
+  and Parcae (arXiv 2604.12946, chapter 8); Loop-Residual (arXiv 2409.14199, chapter 5)
+  calls them the unlooped blocks before and after the loop.
 - ``effective_depth`` is the number of block applications in one forward pass at the
   training loop count; it is what nanoGPT's ``n_layer`` means in the scaled init of
   the residual projections (see ``GPT._init_weights``).
@@ -26,8 +26,14 @@ import dataclasses
 from dataclasses import dataclass, field
 
 VARIANTS = ("gpt2", "loop_residual", "fully_looped", "contractive", "parcae", "recursive")
-INJECTIONS = ("attention", "none", "additive")  # fully looped: theirs, LT, LT_i
+# fully looped: value -> the mode's name in the authors' code (model_type in their nanochat/gpt.py)
+INJECTIONS = ("attention", "none", "additive", "attention_first", "residual")
+FLT_MODES = {"attention": "FLT", "none": "LT", "additive": "LT_i", "attention_first": "LT_ia",
+             "residual": "FLT_res"}
+LAST_LOOP_ONLY = ("additive", "attention_first")  # their LT_i and LT_ia: loss on the last loop only
 LOSS_LOOPS = ("last", "last_third", "all")
+PARCAE_INJECTIONS = ("diagonal", "add", "linear")
+LOOP_SAMPLINGS = ("sequence", "batch")
 SCORE_F = ("block", "branch")
 H0_INITS = ("zeros", "normal")
 SHARINGS = ("cycle", "sequence")
@@ -47,16 +53,33 @@ class GPTConfig:
             of the sampled training loop count and the inference default (the authors'
             ``mean_recurrence``).
         n_prelude, n_coda: unlooped blocks before and after the looped group.
-    Fully looped (Fu et al.):
-        injection: "attention" (the paper: queries from the previous loop's output),
-            "none" (baseline LT: plain re-feed) or "additive" (baseline LT_i).
-        loss_loops: loss on the "last" loop, the "last_third" of loops, or "all".
+    Fully looped (Fu et al., arXiv 2605.18797; chapter 7), one value per mode of the
+    authors' code (their ``model_type``, github FuRuF-11/FullyLoopedTransformer):
+        injection: "attention" = FLT (the paper: the stream restarts at n(E) every loop and
+            every layer's queries come from the previous loop's output), "none" = LT
+            (plain re-feed), "additive" = LT_i (x = n(E + h)), "attention_first" = LT_ia
+            (restart, query injection at layer 0 only), "residual" = FLT_res (restart, and
+            x = n(x + h) before every layer from loop 2 on, no attention injection).
+        loss_loops: loss on the "last" loop, the "last_third" of loops (their "FEW":
+            loops range(2K // 3, K)), or "all" (their "STEP"), averaged. As in their code,
+            LT_i and LT_ia put the loss on the last loop only: with those two injections
+            any other loss_loops is an error (their code ignores its loss_type there).
     Contractive (SCORE, Godin):
         dt: Euler step in (0, 1]; None means 1 / n_loops.
         score_f: F is the whole "block" or only its residual "branch".
-    Parcae (Prairie et al.):
+    Parcae (Prairie et al., arXiv 2604.12946; chapter 8):
         backprop_loops: gradients flow through the last min(T, backprop_loops) loops.
         h0: the initial recurrent state, "zeros" or "normal" (truncated normal).
+        parcae_injection: how the input e enters the loop, u = injection(h, e), their
+            ``injection_type``: "diagonal" (Parcae: A_bar h + B_bar e with a diagonal A_bar
+            in (0, 1)), "add" (h + e: A_bar = I, plain additive input injection) or
+            "linear" (an adapter on the concatenation [h; e], as Huginn's code does,
+            github seal-rg/recurrent-pretraining: A_bar = the adapter's h-block).
+        loop_sampling: the training loop count T ~ max(1, Poisson(n_loops)) is drawn per
+            "sequence" (one T for each row of the batch: the default, because every
+            Parcae config the authors ship sets recurrent_iteration_method="per-sequence")
+            or once per "batch" (their per-batch mode, which keeps the batch one loop
+            count). Parcae only; other variants ignore it.
     Recursive (Relaxed Recursive Transformers, Bae et al.):
         sharing: "cycle" or "sequence"; init: "stepwise", "average" or "lower" (how
         ``recursive.from_gpt2`` built the shared blocks, kept as a record);
@@ -88,6 +111,8 @@ class GPTConfig:
     # parcae
     backprop_loops: int = 4
     h0: str = "normal"
+    parcae_injection: str = "diagonal"
+    loop_sampling: str = "sequence"
     # recursive
     sharing: str = "cycle"
     init: str = "stepwise"
@@ -122,6 +147,8 @@ class GPTConfig:
         _check_choice("loss_loops", self.loss_loops, LOSS_LOOPS)
         _check_choice("score_f", self.score_f, SCORE_F)
         _check_choice("h0", self.h0, H0_INITS)
+        _check_choice("parcae_injection", self.parcae_injection, PARCAE_INJECTIONS)
+        _check_choice("loop_sampling", self.loop_sampling, LOOP_SAMPLINGS)
         _check_choice("sharing", self.sharing, SHARINGS)
         _check_choice("init", self.init, RECURSIVE_INITS)
         if self.dt is not None:
@@ -155,6 +182,13 @@ class GPTConfig:
                 f"is empty or outside the layer range (n_prelude={self.n_prelude} + "
                 f"n_coda={self.n_coda} >= n_layer={self.n_layer}). Keep "
                 "n_prelude + n_coda < n_layer so at least one block is looped."
+            )
+        if self.injection in LAST_LOOP_ONLY and self.loss_loops != "last":
+            raise ValueError(
+                f"GPTConfig.loss_loops={self.loss_loops!r} with injection={self.injection!r} "
+                f"({FLT_MODES[self.injection]}): the authors' code puts the loss of "
+                f"{FLT_MODES[self.injection]} on the last loop only. Use loss_loops='last', or "
+                "an injection that supports the others ('attention', 'none', 'residual')."
             )
         if self.lora_rank > self.n_embd:
             raise ValueError(
@@ -259,7 +293,8 @@ def _check_choice(name, value, choices):
 
 
 # --------------------------------------------------------------------------- presets
-# GPT-2 small width (papers.md section 1): vocab 50257, context 1024, 768 wide, 12 heads.
+# GPT-2 small width (Radford et al. 2019; the Loop-Residual paper's base, arXiv 2409.14199,
+# chapter 5): vocab 50257, context 1024, 768 wide, 12 heads.
 _GPT2_SMALL = dict(block_size=1024, vocab_size=50257, n_embd=768, n_head=12, bias=True)
 # The course's CPU models: nanoGPT's CPU config (4 layers, 128 wide, 4 heads, T = 64).
 # vocab_size is the GPT-2 BPE's by default; pass the tokenizer's size as an override.
@@ -273,8 +308,8 @@ PRESETS: dict[str, dict] = {
     "gpt2-45m-lite": dict(_GPT2_SMALL, n_layer=1),
     "loop-residual-45m": dict(_GPT2_SMALL, variant="loop_residual", n_layer=1, n_loops=2),
     # Counterparts of the other looped variants at the same scale (course's choices).
-    # Fully looped: the paper's depth (L = 6) looped like loop-residual-81m; K = 12 in
-    # the authors' runs can be passed as n_loops=12.
+    # Fully looped: the paper's depth (L = 6) looped like loop-residual-81m; the authors'
+    # own shape (K = 12, d = 384) is flt-l6-d384 below.
     "fully-looped-81m": dict(_GPT2_SMALL, variant="fully_looped", n_layer=6, n_loops=6),
     "contractive-45m": dict(_GPT2_SMALL, variant="contractive", n_layer=1, n_loops=4),
     "contractive-81m": dict(_GPT2_SMALL, variant="contractive", n_layer=6, n_loops=6),
@@ -293,6 +328,23 @@ PRESETS: dict[str, dict] = {
     "shakespeare-contractive": dict(_CPU, variant="contractive", n_layer=1, n_loops=4),
     "shakespeare-parcae": dict(_CPU, variant="parcae", n_layer=3, n_prelude=1, n_coda=1,
                                n_loops=4, backprop_loops=2),
+    # The authors' own shapes, in the course's GPT-2 blocks (LayerNorm, GELU, learned
+    # positions) but without biases, as theirs.
+    # FLT (github FuRuF-11/FullyLoopedTransformer, run.sh and scripts/base_train.py): L = 6
+    # layers, width 64 L = 384, head dim 128 (3 heads), K = 12 loops, loss on the last loop,
+    # context 1024, their nanochat tokenizer's 65536 = 2^16 tokens. 10.6M parameters in
+    # the six blocks (theirs have no LayerNorm weights, no position embeddings, an untied head).
+    "flt-l6-d384": dict(block_size=1024, vocab_size=65536, n_embd=384, n_head=3, bias=False,
+                        variant="fully_looped", n_layer=6, n_loops=12),
+    # Parcae small (github sandyresearch/parcae, configs/parcae/parcae-small-140m.py):
+    # prelude / recurrent / coda = 2 / 2 / 2 blocks of width 768 with 6 heads, mean 8
+    # loops, gradients through the last 4, drawn per sequence, diagonal injection, context
+    # 2048, vocabulary 32768. This model counts ~69M parameters: their 140M include three
+    # value embeddings (vocab x 768 each, at layers 1, 3, 5), which the course leaves out.
+    "parcae-small-140m": dict(block_size=2048, vocab_size=32768, n_embd=768, n_head=6, bias=False,
+                              variant="parcae", n_layer=6, n_prelude=2, n_coda=2, n_loops=8,
+                              backprop_loops=4, parcae_injection="diagonal",
+                              loop_sampling="sequence"),
 }
 
-__all__ = ["GPTConfig", "PRESETS", "VARIANTS"]
+__all__ = ["GPTConfig", "PRESETS", "VARIANTS", "FLT_MODES"]

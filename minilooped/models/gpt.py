@@ -34,16 +34,21 @@ from .trunk import Trunk
 class Stack(Trunk):
     """GPT-2: every block once, x <- Block_l(x) for l = 1 .. n_layer.
 
-    The trace records the state after every block (each block is a "loop" of depth 1),
-    which is what a logit-lens plot of the plain model needs."""
+    Each block counts as a "loop" of depth 1: ``step(h, ctx, blocks, t)`` applies block
+    t, and the trace records the state after every block, which is what a logit-lens
+    plot of the plain model needs."""
+
+    def step(self, h, ctx, blocks, t):
+        h = blocks[t](h)  # (B, T, C)
+        self.record(h)
+        return h
 
     def forward(self, x, blocks, n_loops=None):
         if n_loops not in (None, 1):
             raise ValueError(f"n_loops={n_loops!r}: a variant='gpt2' model applies each block "
                              "once; only looped variants take n_loops.")
-        for block in blocks:
-            x = block(x)  # (B, T, C)
-            self.record(x)
+        for t in range(len(blocks)):
+            x = self.step(x, None, blocks, t)  # (B, T, C)
         return [x]
 
 
@@ -106,7 +111,8 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, n_loops=None, **loop_kwargs):
         """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
-        n_loops changes the loop count at inference; loop_kwargs go to the trunk
+        n_loops changes the loop count (Parcae: an int, or one count per sequence, an
+        integer array (B,), as GPT.sample_loops draws them); loop_kwargs go to the trunk
         (parcae: h0=; recursive: exit_loop=). Targets equal to -1 are ignored."""
         B, T = idx.shape
         if T > self.config.block_size:
@@ -138,19 +144,23 @@ class GPT(nn.Module):
         finally:
             self.transformer.trunk.trace = None
 
-    def sample_loops(self, rng):
-        """Parcae: a training loop count T ~ max(1, Poisson(n_loops)) from NumPy Generator rng."""
+    def sample_loops(self, rng, batch_size=None):
+        """Parcae: training loop counts T ~ max(1, Poisson(n_loops)) from NumPy Generator rng,
+        an int (loop_sampling="batch") or one per sequence, an array (batch_size,)."""
         if self.config.variant != "parcae":
             raise ValueError(f"sample_loops is Parcae's training schedule; this model is "
                              f"variant={self.config.variant!r}.")
-        return self.transformer.trunk.sample_loops(rng)
+        return self.transformer.trunk.sample_loops(rng, batch_size)
 
     def optim_groups(self, weight_decay):
-        """AdamW parameter groups, as nanoGPT: weight decay on 2-D weights only."""
+        """AdamW parameter groups, as nanoGPT: weight decay on 2-D weights only, and not on
+        those the trunk exempts (Parcae's B and C, as the authors' optimiser groups)."""
         params = [p for p in self.parameters() if p.requires_grad]
+        exempt = {id(p) for p in self.transformer.trunk.no_weight_decay()}
+        decays = [p.dim() >= 2 and id(p) not in exempt for p in params]
         return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p, d in zip(params, decays) if d], "weight_decay": weight_decay},
+            {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0},
         ]
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None, **forward_kwargs):

@@ -1,8 +1,8 @@
-"""Parcae, a stable looped LM (Prairie et al., arXiv 2604.12946).
+"""Parcae, a stable looped LM (Prairie et al., arXiv 2604.12946; chapter 8).
 
 NumPy core; the PyTorch mirror minilooped/torch/models/parcae.py reads line by line alike.
 
-Looping as a dynamical system over the residual stream (papers.md, section 5):
+Looping as a dynamical system over the residual stream:
 
     e       = norm(P(x))                          prelude P = h[:n_prelude], then ln_prelude
     h_0     ~ truncated normal (or zeros)
@@ -18,20 +18,51 @@ radius is below 1: the linearised recurrence cannot blow up. (In floating point 
 rounds to 1 once Delta exp(a) drops below half the dtype's epsilon: in float64 when a and
 dt_bias are both below about -18, in float32 below about -8.)
 
-Initialisation (the public Parcae code, parcae_lm/models/parcae/init.py, as stored in
-github.com/minchoCoin/parcae): a = 0, Delta with exp(-Delta) = sqrt(1/5) ~ 0.447,
-B = I, C = I.
+The injection u = injection(h, e) is one of the three of the authors' code (github
+sandyresearch/parcae, parcae_lm/modules/injection.py, their injection_type), picked by
+config.parcae_injection:
 
-Training: T ~ max(1, Poisson(n_loops)) (``sample_loops``, then ``model(idx, n_loops=T)``)
-and only the last min(T, backprop_loops) loops carry gradients (truncated backprop);
-the first ones run under no_grad. Truncation happens in train mode only. The authors
-sample T per sequence; the course samples one T per batch (their code's "per-batch"
-mode), which keeps the batch one tensor.
+    "diagonal"  DiagonalInjection   u = A_bar h + B_bar e          rho(A_bar) < 1 by construction
+    "add"       AdditiveInjection   u = h + e                      A_bar = I: rho = 1
+    "linear"    LinearInjection     u = W [h; e] = W_h h + W_e e   A_bar = W_h: rho unconstrained
+
+"linear" is Huginn's injection (arXiv 2502.05171; github seal-rg/recurrent-pretraining,
+recpre/raven_modeling_minimal.py: adapter(cat([x, input_embeds]))); "add" is the plain
+additive input injection. Every injection's ``A_bar()`` returns the linear map it applies
+to h, a (C,) diagonal or the (C, C) matrix W_h, so the spectral-radius argument can be
+measured for all three rather than told.
+
+Initialisation, as the authors' code (parcae_lm/models/parcae/init.py, utils/init.py,
+their init_strategy "scaled-zero" with init_orthogonal=True): a = 0, Delta with
+exp(-Delta) = sqrt(1/5) ~ 0.447, B = I; C = sqrt(2/5) Q with Q a random orthogonal matrix
+(their trunc_orthogonal_: the QR of a truncated normal, at their std sqrt(2 / (5 C))
+times sqrt(C)); the linear adapter W a normal of std sqrt(2 / (5 C)) cut at 3 std. a,
+dt_bias, B and C take no weight decay (``no_weight_decay``; their optimiser's
+``_no_weight_decay`` group); the linear adapter does, as in their AdamW groups. Only the
+trunk's own parameters follow their init: the blocks keep GPT-2's (gpt.py).
+
+Training: T ~ max(1, Poisson(n_loops)) (``sample_loops``), drawn per sequence by default
+(config.loop_sampling, their recurrent_iteration_method "per-sequence") or once per
+batch, then ``model(idx, n_loops=T)`` with T an int or a (B,) array. Only the last
+min(T_i, backprop_loops) loops of sequence i carry gradients (truncated backprop); the
+first ones run under no_grad. Truncation happens in train mode only. With per-sequence
+counts the batch runs as their code does: max_i(T_i - k_i) loops without gradient, in
+which sequence i moves for its first T_i - k_i, then max_i(k_i) loops with gradient, in
+which it moves for its first k_i (k_i = its gradient loops) and otherwise keeps its
+state; sequence i so sees exactly its own T_i loops, the last k_i with gradient, as if
+it ran alone. (Their sampler draws from a torch generator seeded by the micro-batch
+step and the process rank, afresh for every micro-batch; ours from the training loop's
+NumPy generator, once per optimiser step for all its micro-batches and processes, the
+same draw in both engines.)
 
 Course's choices: ln_prelude is GPT-2's LayerNorm (theirs is their config's Norm class);
-h_0 "normal" is their "like-init": a normal of std 0.02 truncated at 3 std.
+h_0 "normal" is their "like-init": a normal of std 0.02 truncated at 3 std. C and the
+linear adapter have no bias whatever config.bias says (theirs follow config.bias, which
+is False in every config they ship).
 """
 import math
+
+import numpy as np
 
 import minilooped as ml
 import minilooped.nn as nn
@@ -41,10 +72,20 @@ import minilooped.functional as F
 from .trunk import Trunk
 
 H0_STD = 0.02  # std of the "normal" initial state: the embeddings' init std
+C_GAIN = math.sqrt(2 / 5)  # their C: gain std sqrt(C) with std = sqrt(2 / (5 C))
 
 
-class Injection(nn.Module):
-    """u = A_bar h + B_bar e, with A_bar = exp(-softplus(dt_bias) exp(a)), B_bar = Delta B."""
+def trunc_orthogonal_(w, gain):
+    """Their trunc_orthogonal_ on a square w: Q of the QR of a normal truncated at +-2,
+    each column's sign set by diag(R) (so Q is uniformly distributed), times gain."""
+    nn.init.trunc_normal_(w, std=1.0)  # (C, C)
+    q, r = np.linalg.qr(w.numpy())
+    w.data = (q * np.sign(np.diag(r)) * gain).astype(w.dtype)  # column j times sign(R_jj)
+    return w
+
+
+class DiagonalInjection(nn.Module):
+    """Parcae: u = A_bar h + B_bar e, with A_bar = exp(-softplus(dt_bias) exp(a)), B_bar = Delta B."""
 
     def __init__(self, config):
         super().__init__()
@@ -58,6 +99,9 @@ class Injection(nn.Module):
         nn.init.constant_(self.dt_bias, delta + math.log(-math.expm1(-delta)))  # softplus^-1(Delta)
         nn.init.eye_(self.B.weight)  # B = I
 
+    def no_weight_decay(self):
+        return [self.a, self.dt_bias, self.B.weight]
+
     def A_bar(self):
         """The diagonal of A_bar (C,): exp(Delta A) = exp(-softplus(dt_bias) exp(a))."""
         return (-F.softplus(self.dt_bias) * self.a.exp()).exp()
@@ -68,20 +112,88 @@ class Injection(nn.Module):
         return A_bar * h + delta * self.B(e)  # A_bar h + Delta B e: (B, T, C)
 
 
+class AdditiveInjection(nn.Module):
+    """The "add" baseline: u = h + e, i.e. A_bar = I and B_bar = I (no parameters)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_embd = config.n_embd
+
+    def init_weights(self):
+        """No parameters."""
+
+    def no_weight_decay(self):
+        return []
+
+    def A_bar(self):
+        """The diagonal of A_bar (C,): ones."""
+        return ml.ones(self.n_embd)
+
+    def forward(self, h, e):
+        return h + e  # (B, T, C)
+
+
+class LinearInjection(nn.Module):
+    """The "linear" baseline: u = W [h; e] = W_h h + W_e e, an adapter on the concatenation."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_embd = config.n_embd
+        self.adapter = nn.Linear(2 * config.n_embd, config.n_embd, bias=False)  # W = [W_h | W_e]
+
+    def init_weights(self):
+        std = math.sqrt(2 / (5 * self.n_embd))
+        nn.init.trunc_normal_(self.adapter.weight, std=std, a=-3 * std, b=3 * std)
+
+    def no_weight_decay(self):
+        return []  # their AdamW groups decay the adapter like any weight
+
+    def A_bar(self):
+        """A_bar (C, C): W_h, the block of the adapter's weight that multiplies h."""
+        return self.adapter.weight[:, :self.n_embd]
+
+    def forward(self, h, e):
+        return self.adapter(ml.cat([h, e], dim=-1))  # W [h; e]: (B, T, 2C) -> (B, T, C)
+
+
+INJECTIONS = {"diagonal": DiagonalInjection, "add": AdditiveInjection, "linear": LinearInjection}
+
+
 class Parcae(Trunk):
     def __init__(self, config):
         super().__init__(config)
         self.ln_prelude = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.injection = Injection(config)
+        self.injection = INJECTIONS[config.parcae_injection](config)
         self.C = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def init_weights(self):
         self.injection.init_weights()
-        nn.init.eye_(self.C.weight)  # C = I
+        trunc_orthogonal_(self.C.weight, C_GAIN)  # C = sqrt(2/5) Q
 
-    def sample_loops(self, rng):
-        """Training loop count T ~ max(1, Poisson(n_loops)) from a NumPy Generator ``rng``."""
-        return max(1, int(rng.poisson(self.config.n_loops)))
+    def no_weight_decay(self):
+        return self.injection.no_weight_decay() + [self.C.weight]
+
+    def sample_loops(self, rng, batch_size=None):
+        """Training loop counts T ~ max(1, Poisson(n_loops)) from a NumPy Generator ``rng``:
+        an int (loop_sampling="batch") or an int64 array (batch_size,) (="sequence")."""
+        if self.config.loop_sampling == "batch":
+            return max(1, int(rng.poisson(self.config.n_loops)))
+        if batch_size is None:
+            raise ValueError("sample_loops(rng, batch_size): loop_sampling='sequence' draws one "
+                             "loop count per sequence; pass the batch size.")
+        return np.maximum(1, rng.poisson(self.config.n_loops, size=batch_size)).astype(np.int64)
+
+    def loop_counts(self, n_loops, batch_size):
+        """The loops each sequence runs, (batch_size,): n_loops an int, None or a (B,) array."""
+        if n_loops is None or np.ndim(n_loops) == 0:
+            return np.full(batch_size, self.loop_count(n_loops), dtype=np.int64)
+        counts = np.asarray(n_loops)
+        if counts.shape != (batch_size,) or not np.issubdtype(counts.dtype, np.integer) \
+                or counts.min() < 1:
+            raise ValueError(f"n_loops={n_loops!r}: per-sequence loop counts are integers >= 1, "
+                             f"one per sequence (shape ({batch_size},)); got shape "
+                             f"{counts.shape}, dtype {counts.dtype}.")
+        return counts.astype(np.int64)
 
     def initial_state(self, e):
         """h_0 like e (B, T, C): zeros, or a normal of std H0_STD truncated at 3 std."""
@@ -90,28 +202,43 @@ class Parcae(Trunk):
         h = ml.zeros_like(e).detach()
         return nn.init.trunc_normal_(h, mean=0.0, std=H0_STD, a=-3 * H0_STD, b=3 * H0_STD)
 
-    def step(self, h, e, blocks):
-        """One loop: h <- R(A_bar h + B_bar e)."""
+    def enter(self, x, blocks, h0=None):
+        """The prelude: (h_0, e) with e = norm(P(x)); h0 replaces the drawn initial state."""
+        for i in range(self.config.loop_start):  # prelude P
+            x = blocks[i](x)  # (B, T, C)
+        e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
+        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
+        return h, e
+
+    def step(self, h, e, blocks, t):
+        """Loop t: h <- R(A_bar h + B_bar e)."""
         h = self.injection(h, e)  # (B, T, C)
         for i in range(self.config.loop_start, self.config.loop_end):
             h = blocks[i](h)  # R, the recurrent blocks: (B, T, C)
         self.record(h)
         return h
 
-    def forward(self, x, blocks, n_loops=None, h0=None):
-        c = self.config
-        for i in range(c.loop_start):  # prelude P
-            x = blocks[i](x)  # (B, T, C)
-        e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
-        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
-        n = self.loop_count(n_loops)
-        k = min(n, c.backprop_loops) if self.training else n  # loops that carry gradients
-        with ml.no_grad():
-            for _ in range(n - k):
-                h = self.step(h, e, blocks)
-        for _ in range(k):
-            h = self.step(h, e, blocks)
+    def step_where(self, h, e, blocks, t, moving):
+        """Loop t on the sequences where moving (B,) is True; the others keep their h."""
+        new = self.step(h, e, blocks, t)  # (B, T, C)
+        if moving.all():
+            return new
+        return ml.where(ml.Tensor(moving[:, None, None]).to(h.device), new, h)  # (B, T, C)
+
+    def readout(self, h, e, blocks):
         x = self.C(h)  # C h_T: (B, T, C)
-        for i in range(c.loop_end, c.n_layer):  # coda
+        for i in range(self.config.loop_end, self.config.n_layer):  # coda
             x = blocks[i](x)  # (B, T, C)
-        return [x]
+        return x
+
+    def forward(self, x, blocks, n_loops=None, h0=None):
+        h, e = self.enter(x, blocks, h0)
+        T = self.loop_counts(n_loops, h.shape[0])  # loops per sequence (B,)
+        k = np.minimum(T, self.config.backprop_loops) if self.training else T  # with gradients (B,)
+        frozen = int((T - k).max())  # loops without gradient
+        with ml.no_grad():
+            for t in range(frozen):
+                h = self.step_where(h, e, blocks, t, t < T - k)
+        for t in range(int(k.max())):
+            h = self.step_where(h, e, blocks, frozen + t, t < k)
+        return [self.readout(h, e, blocks)]

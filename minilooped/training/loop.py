@@ -112,7 +112,7 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
     peak = device_peak_flops(engine.device_name(), engine.precision())
 
     data_rng = np.random.default_rng([cfg.seed, 0])  # training batches
-    loop_rng = np.random.default_rng([cfg.seed, 1])  # Parcae's per-batch loop counts
+    loop_rng = np.random.default_rng([cfg.seed, 1])  # Parcae's training loop counts
     start_step, tokens, elapsed_before, val_loss = 0, 0, 0.0, None
 
     # ---------------------------------------------------------------- resume or start
@@ -208,7 +208,7 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
             break
 
         lr = warmup_cosine(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.decay_iters)
-        n_loops = engine.raw_model.sample_loops(loop_rng) if is_parcae else None
+        n_loops = engine.raw_model.sample_loops(loop_rng, B) if is_parcae else None  # int or (B,)
         t0 = time.perf_counter()
         done = 0
         for micro in range(cfg.grad_accum):
@@ -231,8 +231,9 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
         if step % cfg.log_interval == 0:
             record = dict(step=step, loss=loss, lr=lr, grad_norm=grad_norm, tokens=tokens, dt_ms=1000 * dt,
                           tok_per_s=tok_s, mfu=mfu(step_flops, tok_s, peak), elapsed=elapsed())
-            if is_parcae:
-                record["n_loops"] = n_loops
+            if is_parcae:  # the loop count, or with one per sequence their mean; and the longest
+                record["n_loops"] = n_loops if isinstance(n_loops, int) else float(np.mean(n_loops))
+                record["n_loops_max"] = int(np.max(n_loops))
             logger.log("train", **record)
         bar.update(1)
         bar.set_postfix_str(f"loss {loss:.4f}, {tok_s:,.0f} tok/s, MFU {format_mfu(mfu(step_flops, tok_s, peak))}",

@@ -29,10 +29,12 @@ what runs without: Parcae's first T - min(T, backprop_loops) loops run under no_
                   + 4 (T - k) L_loop H Q T,           k = min(T, backprop_loops)
 
 Counting them at 6N over-reported a Parcae run's FLOPs (by ~1.3x on shakespeare-parcae).
-Parcae's T is random, T ~ max(1, Poisson(n_loops)): ``training_flops_per_token`` takes one
-step's T (the training loop's per-step MFU); without it, and ``flops_per_token`` always,
-counts the *expectation* of the no-grad and grad loop counts, computed exactly
-(``parcae_loop_counts``). Training FLOPs are linear in those counts, so the expectation
+Parcae's T is random, T ~ max(1, Poisson(n_loops)), drawn per batch or per sequence
+(config.loop_sampling): ``training_flops_per_token`` takes one step's T, or its per-sequence
+counts (then the mean of each sequence's count: the model's FLOPs, though the masked
+batch computes every row for the longest), for the training loop's per-step MFU. Without
+them, and ``flops_per_token`` always, it counts the *expectation* of the no-grad and grad
+loop counts, computed exactly (``parcae_loop_counts``): the same for either sampling. Training FLOPs are linear in those counts, so the expectation
 is the long-run mean FLOPs per token, which a run's FLOPs and MFU need; the mean T
 (n_loops) plugged in would not be (E[min(T, k)] <= min(E[T], k), and max(1, .) adds
 P(T=0)). The fully looped model's loss reads out ``loss_loops`` states, each through
@@ -50,6 +52,7 @@ reported as unknown rather than guessed.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 
 
@@ -101,10 +104,10 @@ def attention_applications(config) -> tuple[int, int]:
 
 def readouts(config, n_loops: int) -> int:
     """States the training loss reads out through ln_f and the head: 1, except the fully
-    looped model's loss_loops="last_third" (ceil(n / 3)) and "all" (n)."""
+    looped model's loss_loops="last_third" (n - 2n // 3 = ceil(n / 3)) and "all" (n)."""
     if config.variant != "fully_looped":
         return 1
-    return {"last": 1, "last_third": math.ceil(n_loops / 3), "all": n_loops}[config.loss_loops]
+    return {"last": 1, "last_third": n_loops - 2 * n_loops // 3, "all": n_loops}[config.loss_loops]
 
 
 def parcae_loop_counts(mean: float, backprop_loops: int, loops: int | None = None) -> tuple[float, float]:
@@ -157,8 +160,13 @@ def training_flops_per_token(config, named_numels, n_loops: int | None = None) -
     """Training FLOPs per token: 6 N_applied + 12 L_applied H Q T for what runs with
     gradient, 2 N + 4 L H Q T for Parcae's no-grad loops (see the module docstring).
 
-    ``n_loops``: one step's loop count (Parcae's sampled T); None = the config's, for
-    Parcae the expectation over T ~ max(1, Poisson(n_loops))."""
+    ``n_loops``: one step's loop count (Parcae's sampled T), or one per sequence (the mean
+    of their counts: each sequence's own loops, the model's FLOPs; the batch computes
+    every row for the longest, masked); None = the config's, for Parcae the expectation
+    over T ~ max(1, Poisson(n_loops))."""
+    if n_loops is not None and not isinstance(n_loops, numbers.Integral):  # per sequence (B,)
+        counts = [int(t) for t in n_loops]
+        return sum(training_flops_per_token(config, named_numels, t) for t in counts) / len(counts)
     n_once, n_loop = applied_parameters(config, named_numels)
     l_once, l_loop = attention_applications(config)
     if config.variant == "parcae":

@@ -105,10 +105,11 @@ class ThreadedDataParallel:
         """Give BLAS its threads back and stop the worker threads."""
         self._finalizer()
 
-    def _run(self, fn, x, y, device) -> tuple[float, int]:
-        """``fn(model, xs, ys, weight)`` on each shard, on its thread; the sum of the results
-        and the number of shards. ``weight`` is the shard's share of the batch: the batch mean
-        weighs each shard's mean by its size."""
+    def _run(self, fn, x, y, n_loops, device) -> tuple[float, int]:
+        """``fn(model, xs, ys, n, weight)`` on each shard, on its thread; the sum of the results
+        and the number of shards. ``n`` is the shard's n_loops (an int, None, or the shard's
+        rows of per-sequence counts); ``weight`` is the shard's share of the batch: the batch
+        mean weighs each shard's mean by its size."""
         for pairs, replica in zip(self._pairs, self.replicas):
             for p, q in pairs:
                 q.data = p.data  # every step: a checkpoint load may have replaced the model's arrays
@@ -122,19 +123,21 @@ class ThreadedDataParallel:
 
         def task(i):
             lo, hi = shards[i]
+            n_shard = n_loops[lo:hi] if np.ndim(n_loops) == 1 else n_loops  # per sequence: its rows
             with ml.backend.thread_generator(np.random.default_rng(int(seeds[i])), device):
-                return fn(models[i], ml.Tensor(x[lo:hi]).to(device), ml.Tensor(y[lo:hi]).to(device), (hi - lo) / n)
+                return fn(models[i], ml.Tensor(x[lo:hi]).to(device), ml.Tensor(y[lo:hi]).to(device), n_shard,
+                          (hi - lo) / n)
         futures = [self._pool.submit(task, i) for i in range(len(shards))]
         return float(sum(f.result() for f in futures)), len(shards)  # result() re-raises a worker's error
 
     def forward_backward(self, x, y, n_loops, scale: float, device: str = "cpu") -> float:
         """Add the gradient of ``scale * loss(x, y)`` to the model's .grad; returns the loss."""
-        def shard_step(model, xs, ys, weight):
-            _, loss = model(xs, ys, n_loops=n_loops)
+        def shard_step(model, xs, ys, n, weight):
+            _, loss = model(xs, ys, n_loops=n)
             (loss * (scale * weight)).backward()
             return loss.item() * weight
 
-        loss, used = self._run(shard_step, x, y, device)
+        loss, used = self._run(shard_step, x, y, n_loops, device)
         for pairs in self._pairs[:used - 1]:                       # in thread order: a fixed sum
             for p, q in pairs:
                 if q.grad is None:
@@ -148,8 +151,8 @@ class ThreadedDataParallel:
 
     def loss(self, x, y, n_loops=None, device: str = "cpu") -> float:
         """The mean loss over the batch (no graph): the shards' losses, weighed by size."""
-        def shard_loss(model, xs, ys, weight):
+        def shard_loss(model, xs, ys, n, weight):
             with ml.no_grad():  # grad mode is per thread: each shard switches it off for itself
-                return model(xs, ys, n_loops=n_loops)[1].item() * weight
+                return model(xs, ys, n_loops=n)[1].item() * weight
 
-        return self._run(shard_loss, x, y, device)[0]
+        return self._run(shard_loss, x, y, n_loops, device)[0]

@@ -1,4 +1,4 @@
-"""SCORE, contractive recurrent depth (Godin, arXiv 2603.10544).
+"""SCORE, contractive recurrent depth (Godin, arXiv 2603.10544; chapter 8).
 
 PyTorch mirror of the NumPy core's minilooped/models/contractive.py, line by line alike.
 
@@ -7,7 +7,7 @@ The looped group F is iterated with an explicit-Euler, ODE-inspired update
     h_{t+1} = (1 - dt) h_t + dt F(h_t),   t = 0 .. n_loops - 1,   h_0 = the group's input
 
 with dt = config.dt, or 1 / n_loops by default (one secondary example used 4 iterations
-with dt = 0.25). papers.md leaves F unknown; both readings are selectable:
+with dt = 0.25). The paper does not say which block F is; both readings are selectable:
 
 - score_f="block": F is the whole pre-LN block stack, F(h) = h + g(h), so the update
   is h + dt g(h): an Euler step of dh/dtau = g(h).
@@ -21,21 +21,24 @@ from .trunk import Trunk
 
 
 class Contractive(Trunk):
-    def forward(self, x, blocks, n_loops=None):
+    def enter(self, x, blocks):
+        for i in range(self.config.loop_start):  # prelude, applied once
+            x = blocks[i](x)  # (B, T, C)
+        return x, None  # h_0
+
+    def step(self, h, ctx, blocks, t):
         c = self.config
         dt = c.step_size
-        for i in range(c.loop_start):  # prelude, applied once
-            x = blocks[i](x)  # (B, T, C)
-        h = x  # h_0
-        for _ in range(self.loop_count(n_loops)):
-            f = h
-            for i in range(c.loop_start, c.loop_end):
-                f = blocks[i](f)  # F(h) = h + g(h), the whole block(s): (B, T, C)
-            if c.score_f == "branch":
-                f = f - h  # F(h) = g(h), the residual branch only
-            h = (1 - dt) * h + dt * f  # h <- (1 - dt) h + dt F(h): (B, T, C)
-            self.record(h)
-        x = h
-        for i in range(c.loop_end, c.n_layer):  # coda, applied once
-            x = blocks[i](x)  # (B, T, C)
-        return [x]
+        f = h
+        for i in range(c.loop_start, c.loop_end):
+            f = blocks[i](f)  # F(h) = h + g(h), the whole block(s): (B, T, C)
+        if c.score_f == "branch":
+            f = f - h  # F(h) = g(h), the residual branch only
+        h = (1 - dt) * h + dt * f  # h <- (1 - dt) h + dt F(h): (B, T, C)
+        self.record(h)
+        return h
+
+    def readout(self, h, ctx, blocks):
+        for i in range(self.config.loop_end, self.config.n_layer):  # coda, applied once
+            h = blocks[i](h)  # (B, T, C)
+        return h

@@ -1,4 +1,4 @@
-"""Loop-Residual GPT-2 (Ng & Wang, arXiv 2409.14199).
+"""Loop-Residual GPT-2 (Ng & Wang, arXiv 2409.14199; chapter 5).
 
 PyTorch mirror of the NumPy core's minilooped/models/loop_residual.py, line by line alike.
 
@@ -8,22 +8,26 @@ each pass predicting a residual:
     x^(t) = x^(t-1) + f_theta(x^(t-1)),   t = 1 .. n_loops
 
 with f_theta the group's residual branch. A pre-LN GPT-2 block already computes
-x + g(x), so re-applying the group realises the rule exactly (papers.md, section 1).
-Unlooped blocks before (prelude) and after (coda) the group are optional; the paper
-loops the whole stack (n_prelude = n_coda = 0). Parameters do not depend on n_loops.
+x + g(x), so re-applying the group realises the rule exactly. Unlooped blocks before
+(prelude) and after (coda) the group are optional; the paper loops the whole stack
+(n_prelude = n_coda = 0). Parameters do not depend on n_loops.
 """
 from .trunk import Trunk
 
 
 class LoopResidual(Trunk):
-    def forward(self, x, blocks, n_loops=None):
-        c = self.config
-        for i in range(c.loop_start):  # prelude, applied once
+    def enter(self, x, blocks):
+        for i in range(self.config.loop_start):  # prelude, applied once
             x = blocks[i](x)  # (B, T, C)
-        for _ in range(self.loop_count(n_loops)):
-            for i in range(c.loop_start, c.loop_end):
-                x = blocks[i](x)  # x <- x + f(x), one block's branch at a time: (B, T, C)
-            self.record(x)
-        for i in range(c.loop_end, c.n_layer):  # coda, applied once
-            x = blocks[i](x)  # (B, T, C)
-        return [x]
+        return x, None
+
+    def step(self, h, ctx, blocks, t):
+        for i in range(self.config.loop_start, self.config.loop_end):
+            h = blocks[i](h)  # x <- x + f(x), one block's branch at a time: (B, T, C)
+        self.record(h)
+        return h
+
+    def readout(self, h, ctx, blocks):
+        for i in range(self.config.loop_end, self.config.n_layer):  # coda, applied once
+            h = blocks[i](h)  # (B, T, C)
+        return h

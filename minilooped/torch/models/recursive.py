@@ -1,11 +1,11 @@
-"""Relaxed Recursive Transformers (Bae et al., arXiv 2410.20672).
+"""Relaxed Recursive Transformers (Bae et al., arXiv 2410.20672; chapter 9).
 
 PyTorch mirror of the NumPy core's minilooped/models/recursive.py, line by line alike.
 
 A pretrained N-layer GPT-2 becomes a recursive model: K = n_layer unique blocks looped
 R = n_loops times (N = K R), built by ``from_gpt2``.
 
-Sharing (papers.md, section 3): depth d = 0 .. N-1 applies unique block
+Sharing: depth d = 0 .. N-1 applies unique block
     CYCLE:    d mod K          (|1..K|1..K|...)
     SEQUENCE: d div R          (each unique block R times in a row)
 Initialisation of unique block i from the pretrained layers tied to it:
@@ -26,7 +26,7 @@ biases, which LoRA does not touch, so a LoRA-only model cannot reproduce the ori
 With relax_vectors=True (the default) every depth also gets an additive delta on each of
 these vectors, initialised to (original - shared): cheap (13 n_embd numbers per depth)
 and the full-rank model then reproduces the pretrained one exactly. With r = 0 there is
-no relaxation at all: the strictly shared model. papers.md does not say what the
+no relaxation at all: the strictly shared model. The paper does not say what the
 authors do with norms and biases (Gemma's RMSNorm has no bias).
 
 Early exit: ``model(idx, exit_loop=k)`` (or n_loops=k) stops after loop k, i.e. after
@@ -124,6 +124,13 @@ class Recursive(Trunk):
                 else:
                     nn.init.zeros_(p)
 
+    def step(self, h, ctx, blocks, t):
+        """Loop t: depths d = t K .. t K + K - 1, each with its own relaxation."""
+        for d in range(t * self.config.n_layer, (t + 1) * self.config.n_layer):
+            h = blocks[self.order[d]](h, relax=None if self.relax is None else self.relax[d])  # (B, T, C)
+        self.record(h)
+        return h
+
     def forward(self, x, blocks, n_loops=None, exit_loop=None):
         c = self.config
         if n_loops is not None and exit_loop is not None and n_loops != exit_loop:
@@ -133,11 +140,7 @@ class Recursive(Trunk):
             raise ValueError(f"exit_loop={n} is past the last loop: this recursive model has "
                              f"n_loops={c.n_loops} (its depths were relaxed one by one). "
                              f"Use 1 <= exit_loop <= {c.n_loops}.")
-        for d in range(n * c.n_layer):
-            x = blocks[self.order[d]](x, relax=None if self.relax is None else self.relax[d])  # (B, T, C)
-            if (d + 1) % c.n_layer == 0:
-                self.record(x)
-        return [x]
+        return super().forward(x, blocks, n_loops=n)
 
 
 def stepwise_sources(n_layer, n_unique):

@@ -1,0 +1,484 @@
+"""The looped-model lab: what happens inside the loop, measured loop by loop.
+
+PyTorch mirror of the NumPy core's minilooped/models/diagnostics.py, line by line alike.
+
+Every function takes a model and a batch, runs the model's own forward (enter, the
+steps, readout: trunk.py) while watching each loop, and returns NumPy float64 arrays
+indexed [loop] or [loop, layer]:
+
+    hidden_norms(model, idx)                   rms[t], rel_update[t], rms_layer[t, l]
+    logit_lens(model, idx, targets)            loss[t], kl[t]
+    grad_norms(model, idx, targets)            state[t], layer[t, l], block[i], total
+    jacobian_spectral_norm(model, idx, loop)   sigma_max of d step_t / d h at h_t
+    spectral_radius(model)                     rho(A_bar), Parcae's injection
+    loop_table(model, idx, targets)            all of it, one dict of arrays
+
+Notation. Loop t = 0 .. n-1 is the map h_{t+1} = step_t(h_t) (``trunk.step``), and entry
+t of every array describes loop t, i.e. the state h_{t+1} it produced. h_0 is the state
+the trunk's ``enter`` returns: the prelude's output (loop_residual, contractive), Parcae's
+drawn h_0, the embeddings for gpt2, and none for the fully looped model (its first loop
+starts from n(E)). Layer l of loop t is the l-th block called inside step_t, and
+x_{t,l} its output, the residual stream after that block. gpt2 counts each block as a
+loop of one layer (gpt.py, Stack), so its "loops" are its layers.
+
+How the loop is watched: the model's own forward runs while ``trunk.step`` is replaced,
+on that instance and for that call only, by a wrapper that records h_t, the context and
+h_{t+1}, and hands step a stand-in for ``transformer.h`` that records every block's
+output. The model code is untouched, and the loss is the model's own (the fully looped
+model's loss_loops, Parcae's h_0 and loop count included).
+
+How to read them (chapter 6, Why loops break):
+
+- rms[t] = sqrt(mean(h_{t+1}^2)), the scale of the residual stream. Growing loop after
+  loop is the "residual explosion" of arXiv 2605.18797; the fully looped model's state is
+  normalised (rms ~ 1 by construction) and Parcae's A_bar < 1 keeps it bounded.
+- rel_update[t] = ||h_{t+1} - h_t|| / ||h_{t+1}||, the distance to a fixed point. Falling
+  to 0: the loop converges to h* = step(h*), more loops change nothing and test-time
+  looping saturates (arXiv 2604.12946). Near 1: every loop rewrites the state.
+  Alternating: a cycle, not a fixed point.
+- lens loss[t] and kl[t] = KL(p_t || p_n): what the model would predict if it stopped after
+  loop t, read out through its own readout, ln_f and head. Loss falling with t: later
+  loops help. kl[t] near 0: exiting after loop t loses nothing (early exit, chapters 9, 10).
+- grad state[t] = ||dL/dh_{t+1}||, layer[t, l] = ||dL/dx_{t,l}||: how much gradient reaches
+  each loop. Shrinking towards t = 0: early loops barely learn; growing: exploding;
+  rising and falling from loop to loop: the gradient oscillation of arXiv 2605.18797.
+- sigma_t = ||J_t||_2 with J_t = d step_t / d h at h_t, the loop's local gain. sigma_t < 1:
+  the loop is locally a contraction (a small perturbation of h_t shrinks, the fixed
+  point attracts). sigma_t > 1: perturbations, and the gradients that flow back through
+  J_t^T, can grow by up to sigma_t per loop; the product of the sigma_t bounds the gain
+  of the whole loop.
+- rho(A_bar), Parcae's linear part: the linearised recurrence h <- A_bar h + B_bar e is
+  stable iff rho < 1. Additive injection has A_bar = I (rho = 1, marginal); a learned
+  linear adapter can exceed 1 (arXiv 2604.12946).
+
+Every function leaves the model as it was: the train/eval mode of every module, every
+parameter's .grad and requires_grad, and the random generator (Parcae draws h_0 from
+it). Measurements run in eval mode: dropout off and, for Parcae, gradients through every
+loop (training truncates them to the last backprop_loops). Parcae's random h_0 is drawn
+once per call (``h0=`` sets it), and ``loop_table`` runs every measurement from one draw.
+"""
+import inspect
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import no_grad, enable_grad
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+# ---------------------------------------------------------------- watching the loop
+class _Blocks:
+    """Stands in for ``transformer.h`` inside one loop: each block called through it
+    appends its output x_{t,l} to ``outputs``, in call order (layer l = call l)."""
+
+    def __init__(self, blocks, outputs):
+        self.blocks = blocks
+        self.outputs = outputs
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return _Blocks(self.blocks[i], self.outputs)
+        return _Block(self.blocks[i], self.outputs)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+class _Block:
+    """One block, called as usual; its output is recorded."""
+
+    def __init__(self, block, outputs):
+        self.block = block
+        self.outputs = outputs
+
+    def __call__(self, *args, **kwargs):
+        out = self.block(*args, **kwargs)  # (B, T, C)
+        self.outputs.append(out)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.block, name)
+
+
+@contextmanager
+def _watching(trunk):
+    """While active, every ``trunk.step(h, ctx, blocks, t)`` that the model's forward makes
+    is recorded: run.states = [h_0, h_1, ..., h_n], run.ctx, run.layers[t] = [x_{t,l}]."""
+    run = SimpleNamespace(states=[], ctx=None, layers=[])
+    step = trunk.step  # the trunk's own method
+
+    def watched_step(h, ctx, blocks, t):
+        if not run.states:
+            run.states.append(h)  # h_0 (None for the fully looped model)
+        run.ctx = ctx
+        run.layers.append([])
+        h = step(h, ctx, _Blocks(blocks, run.layers[-1]), t)  # (B, T, C)
+        run.states.append(h)
+        return h
+
+    trunk.step = watched_step  # an instance attribute hides the class's method
+    try:
+        yield run
+    finally:
+        del trunk.step
+
+
+def _forward(model, idx, targets=None, n_loops=None, h0=None):
+    """The model's own forward, watched: run.states, run.ctx, run.layers, run.logits, run.loss."""
+    kwargs = {} if h0 is None else {"h0": h0}
+    with _watching(model.transformer.trunk) as run:
+        run.logits, run.loss = model(idx, targets, n_loops=n_loops, **kwargs)
+    if len(run.states) < 2:
+        raise RuntimeError(f"variant={model.config.variant!r}: the model's forward never called "
+                           "trunk.step, so there is no loop to measure.")
+    return run
+
+
+@contextmanager
+def _kept(model):
+    """Measure in eval mode, with the gradients put aside; then put back every module's
+    mode, every parameter's .grad and requires_grad, and the random generator's state."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
+    rng = _rng_state(model)
+    model.eval()
+    for p, _, _ in params:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for m, training in modes:  # parents come first, so a child's own mode wins
+            m.train(training)
+        for p, grad, requires_grad in params:
+            p.grad = grad
+            p.requires_grad_(requires_grad)
+        _set_rng_state(model, rng)
+
+
+# ---------------------------------------------------------------- inputs and outputs
+def _tokens(model, a):
+    """Token ids (B, T) as the model takes them: a tensor on the model's device."""
+    a = torch.as_tensor(a, device=model.lm_head.weight.device)
+    if a.ndim != 2:
+        raise ValueError(f"token ids must be a (B, T) array, got shape {tuple(a.shape)}.")
+    return a
+
+
+def _batch(model, idx, targets):
+    """(idx, targets) checked: targets has idx's shape."""
+    idx, targets = _tokens(model, idx), _tokens(model, targets)
+    if tuple(targets.shape) != tuple(idx.shape):
+        raise ValueError(f"targets has shape {tuple(targets.shape)} but idx has shape "
+                         f"{tuple(idx.shape)}: pass one target id per input position (-1 to skip one).")
+    return idx, targets
+
+
+def _numpy(t):
+    """A float64 NumPy copy of a tensor (a .grad too) or an array."""
+    data = t.detach().cpu().double().numpy() if torch.is_tensor(t) else t
+    return np.array(data, dtype=np.float64)
+
+
+def _like(ref, a):
+    """The NumPy array a as a tensor of ref's dtype and device."""
+    return torch.as_tensor(np.asarray(a), device=ref.device).to(ref.dtype)
+
+
+def _rng_state(model):
+    device = model.lm_head.weight.device  # h_0 is drawn from torch's generator (nn.init.trunc_normal_)
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(model, state):
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], model.lm_head.weight.device)
+
+
+def _initial_state(model, idx, h0=None):
+    """h_0 for trunks whose enter takes one (Parcae): h0 as given, or one draw; else None."""
+    trunk, tr = model.transformer.trunk, model.transformer
+    if "h0" not in inspect.signature(trunk.enter).parameters:
+        if h0 is not None:
+            raise ValueError(f"h0= given, but variant={model.config.variant!r} has no initial "
+                             "state to set (its trunk.enter takes no h0); leave h0=None.")
+        return None
+    shape = (*idx.shape, model.config.n_embd)
+    if h0 is not None:
+        if tuple(h0.shape) != shape:
+            raise ValueError(f"h0 has shape {tuple(h0.shape)}; it must be (B, T, n_embd) = {shape}.")
+        return _like(model.lm_head.weight, _numpy(h0))
+    with no_grad():
+        x = tr.drop(tr.wte(idx) + tr.wpe.weight[:idx.shape[1]])  # (B, T, C)
+        return trunk.enter(x, tr.h)[0]  # the h_0 the forward would draw
+
+
+def _ragged(rows):
+    """A list of lists of numbers as a (rows, longest) array, NaN where a row is short."""
+    out = np.full((len(rows), max(len(r) for r in rows)), np.nan)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def _norm(a):
+    return float(np.sqrt(np.sum(a * a)))
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+# ---------------------------------------------------------------- the diagnostics
+def hidden_norms(model, idx, n_loops=None, h0=None):
+    """The hidden state's scale and its distance to a fixed point, loop by loop.
+
+        rms[t]          = sqrt(mean(h_{t+1}^2))                   over the whole (B, T, C) state
+        rel_update[t]   = ||h_{t+1} - h_t|| / ||h_{t+1}||          (Frobenius norms over the batch)
+        rms_layer[t, l] = sqrt(mean(x_{t,l}^2))                   block l's output in loop t
+
+    rel_update[0] compares h_1 with the trunk's h_0 (prelude output, Parcae's h_0, the
+    embeddings for gpt2); it is NaN for the fully looped model, which has no h_0.
+    Returns {"rms": (n,), "rel_update": (n,), "rms_layer": (n, L)}.
+    """
+    idx = _tokens(model, idx)
+    with _kept(model), no_grad():
+        run = _forward(model, idx, n_loops=n_loops, h0=_initial_state(model, idx, h0))
+        states = [None if h is None else _numpy(h) for h in run.states]  # h_0 .. h_n
+        layers = [[_numpy(x) for x in xs] for xs in run.layers]
+    rms = [np.sqrt(np.mean(h * h)) for h in states[1:]]
+    rel = [np.nan if a is None else _norm(b - a) / _norm(b) for a, b in zip(states, states[1:])]
+    rms_layer = _ragged([[np.sqrt(np.mean(x * x)) for x in xs] for xs in layers])
+    return {"rms": np.array(rms), "rel_update": np.array(rel), "rms_layer": rms_layer}
+
+
+def logit_lens(model, idx, targets, n_loops=None, h0=None):
+    """The prediction read out after every loop, through the variant's own readout.
+
+        z_t     = lm_head(ln_f(readout(h_{t+1}, ctx)))           (B, T, vocab); z_{n-1} = logits
+        loss[t] = mean over positions with target != -1 of -log softmax(z_t)[target]
+        kl[t]   = mean over all B T positions of KL(p_t || p_{n-1})
+                = sum_v p_t(v) (log p_t(v) - log p_{n-1}(v)),    p_t = softmax(z_t)
+
+    readout is Parcae's coda(C h), loop_residual's and contractive's coda, the identity
+    for the fully looped model (its state n(x) is what ln_f reads) and for gpt2 (the
+    classic logit lens). Computed in float64 from the model's logits. The last entry is
+    the model's own prediction: kl[-1] = 0 and loss[-1] is its loss (the fully looped
+    model with loss_loops != "last" averages several of these into its loss).
+    Returns {"loss": (n,), "kl": (n,)}.
+    """
+    idx, targets = _batch(model, idx, targets)
+    tr = model.transformer
+    with _kept(model), no_grad():
+        run = _forward(model, idx, n_loops=n_loops, h0=_initial_state(model, idx, h0))
+        logits = [_numpy(model.lm_head(tr.ln_f(tr.trunk.readout(h, run.ctx, tr.h))))
+                  for h in run.states[1:]]  # (B, T, vocab) per loop
+    logp = [_log_softmax(z) for z in logits]
+    y = _numpy(targets).astype(np.int64)  # (B, T)
+    keep = y != -1  # targets -1 are skipped, as in the model's cross-entropy
+    loss = [-np.mean(lp[keep, y[keep]]) for lp in logp]
+    kl = [np.mean(np.sum(np.exp(lp) * (lp - logp[-1]), axis=-1)) for lp in logp]
+    return {"loss": np.array(loss), "kl": np.array(kl)}
+
+
+def grad_norms(model, idx, targets, n_loops=None, h0=None):
+    """Gradient norms after one backward of the model's loss L = model(idx, targets)[1].
+
+        state[t]    = ||dL/dh_{t+1}||        the state loop t hands on (Frobenius over (B, T, C))
+        layer[t, l] = ||dL/dx_{t,l}||        the residual stream after block l of loop t
+        block[i]    = ||dL/dtheta_i||        all parameters of unique block transformer.h[i],
+                                             summed over every loop that uses them
+        total       = ||dL/dtheta||          every parameter (what gradient clipping sees)
+
+    dL/dh is the total derivative: through everything downstream of h, later layers and
+    loops included (the hidden-state gradient whose oscillation across loops is
+    arXiv 2605.18797's instability signal). Eval mode: dropout off, and Parcae
+    back-propagates through every loop. The model's own .grad are put back afterwards.
+    Returns {"state": (n,), "layer": (n, L), "block": (n_layer,), "total": ()}.
+    """
+    idx, targets = _batch(model, idx, targets)
+    with _kept(model):
+        run = _forward(model, idx, targets, n_loops=n_loops, h0=_initial_state(model, idx, h0))
+        if not run.loss.requires_grad:
+            raise ValueError("grad_norms: the loss does not require grad; no parameter of the "
+                             "model does (call model.requires_grad_(True)).")
+        watched = run.states[1:] + [x for xs in run.layers for x in xs]
+        for x in watched:
+            if x.requires_grad:
+                x.retain_grad()  # keep dL/dx on these intermediate tensors
+        run.loss.backward()
+        state = [_grad_norm([h]) for h in run.states[1:]]
+        layer = _ragged([[_grad_norm([x]) for x in xs] for xs in run.layers])
+        block = [_grad_norm(list(b.parameters())) for b in model.transformer.h]
+        total = _grad_norm(list(model.parameters()))
+    return {"state": np.array(state), "layer": layer, "block": np.array(block),
+            "total": np.array(total)}
+
+
+def _grad_norm(tensors):
+    """sqrt(sum of ||t.grad||^2); a tensor with no gradient counts 0."""
+    return float(np.sqrt(sum(np.sum(_numpy(t.grad) ** 2) for t in tensors if t.grad is not None)))
+
+
+def jacobian_spectral_norm(model, idx, loop, n_loops=None, h0=None, iters=100, tol=1e-6, seed=0):
+    """sigma_max(J_t), J_t = d step_t(h) / d h at h = h_t: the loop's largest local gain.
+
+    The Jacobian is over the whole (B, T, C) state of the batch, N = B T C. Sequences do
+    not interact, so J_t is block-diagonal and its sigma_max is the largest of the
+    per-sequence ones (pass idx[b:b+1] for sequence b). Power iteration on J^T J:
+
+        v_0 random unit (seed),   w_k = J^T (J v_k),   sigma_k = sqrt(||w_k||),   v_{k+1} = w_k / ||w_k||
+
+    sigma_k rises to sigma_max from below; its error shrinks like (sigma_2 / sigma_1)^(2k).
+    Iteration stops when |sigma_k - sigma_{k-1}| <= tol sigma_k, or after iters.
+
+    J v and J^T u (mirror): exact, by forward mode (torch.autograd.forward_ad, dual
+    numbers) and reverse mode (torch.autograd.grad), in the model's own dtype. (The core has no forward mode: its J v
+    is a float64 central difference, about 1e-10 relative; see its docstring.)
+
+    loop 0 of the fully looped model has no h_0 to differentiate by: an error.
+    Returns {"sigma": float, "iters": int, "converged": bool, "history": (iters,) sigma_k}.
+    """
+    idx = _tokens(model, idx)
+    with _kept(model):
+        return _loop_jacobians(model, idx, [loop], n_loops, h0, iters, tol, seed)[loop]
+
+
+def _loop_jacobians(model, idx, loops, n_loops, h0, iters, tol, seed):
+    """{t: jacobian_spectral_norm result} for each loop t in loops (None: every loop that
+    has a state h_t to differentiate by)."""
+    jm = _jacobian_model(model)
+    with no_grad():
+        run = _forward(jm, idx, n_loops=n_loops, h0=_initial_state(jm, idx, h0))
+    n = len(run.states) - 1
+    if loops is None:
+        loops = [t for t in range(n) if run.states[t] is not None]
+    for t in loops:
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < n:
+            raise ValueError(f"loop={t!r} is out of range: this model runs n={n} loops, "
+                             f"loop = 0 .. {n - 1} (the map h_t -> h_(t+1)).")
+        if run.states[t] is None:
+            raise ValueError(f"loop={t}: variant={model.config.variant!r} has no state h_{t} "
+                             "(its first loop starts from the embeddings alone), so step_t has "
+                             "no Jacobian by h; ask for loop >= 1.")
+    for p in jm.parameters():
+        p.requires_grad_(False)  # J is by h only; parameters are constants
+    trunk, blocks = jm.transformer.trunk, jm.transformer.h
+    results = {}
+    for t in loops:
+        h = run.states[t]  # (B, T, C)
+
+        def f(h, t=t):
+            return trunk.step(h, run.ctx, blocks, t)  # step_t, h_t -> h_{t+1}
+
+        results[t] = _power_iteration(lambda v: _jvp(f, h, v), lambda u: _vjp(f, h, u),
+                                      tuple(h.shape), iters, tol, seed)
+    return results
+
+
+def _power_iteration(jvp, vjp, shape, iters, tol, seed):
+    """sigma_max of J from J v and J^T u, by power iteration on J^T J (NumPy float64)."""
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters={iters!r} must be an integer >= 1.")
+    v = np.random.default_rng(seed).standard_normal(shape)
+    v /= _norm(v)
+    history, converged = [], False
+    for _ in range(iters):
+        w = vjp(jvp(v))  # J^T J v
+        size = _norm(w)
+        history.append(np.sqrt(size))  # sigma_k = sqrt(||J^T J v_k||), ||v_k|| = 1
+        if size == 0.0:  # J v = 0: sigma_max = 0 if v had any part on the top singular vector
+            break
+        v = w / size
+        if len(history) > 1 and abs(history[-1] - history[-2]) <= tol * history[-1]:
+            converged = True
+            break
+    return {"sigma": float(history[-1]), "iters": len(history), "converged": converged,
+            "history": np.array(history)}
+
+
+def _jacobian_model(model):
+    """The model J is taken on: the model itself (J v and J^T u are exact here)."""
+    return model
+
+
+def _jvp(f, h, v):
+    """J v by forward-mode AD, v a NumPy array of h's shape: f of the dual number h + v e
+    carries J v as its tangent (what torch.func.jvp does, without functorch's per-call
+    overhead). The fused attention kernels have no forward-mode formula, so attention
+    runs on the math kernel here (same values)."""
+    with sdpa_kernel(SDPBackend.MATH), fwAD.dual_level():
+        out = f(fwAD.make_dual(h, _like(h, v)))  # (B, T, C), tangent J v
+        return _numpy(fwAD.unpack_dual(out).tangent)
+
+
+def _vjp(f, h, u):
+    """J^T u by reverse mode: backward of f(h) with gradient u, read at the leaf h."""
+    h = h.detach().requires_grad_()  # a fresh leaf (B, T, C)
+    with enable_grad():
+        return _numpy(torch.autograd.grad(f(h), h, _like(h, u))[0])
+
+
+def spectral_radius(model):
+    """rho(A_bar) = max |eigenvalue| of the injection's linear map on h (Parcae).
+
+    A_bar given as a vector (C,) is diagonal, so rho = max_c |A_bar_c|; as a matrix
+    (C, C), rho = max |eig(A_bar)|. A variant with no ``trunk.injection.A_bar`` is an
+    error (loop_table writes NaN for it).
+    """
+    a_bar = _a_bar(model)
+    if a_bar is None:
+        raise ValueError(f"spectral_radius: variant={model.config.variant!r} has no linear "
+                         "injection h -> A_bar h (trunk.injection.A_bar); it is Parcae's diagnostic.")
+    with no_grad():
+        a = _numpy(a_bar())  # (C,) or (C, C)
+    return float(np.max(np.abs(a))) if a.ndim <= 1 else float(np.max(np.abs(np.linalg.eigvals(a))))
+
+
+def _a_bar(model):
+    """The trunk's A_bar() method, or None."""
+    return getattr(getattr(model.transformer.trunk, "injection", None), "A_bar", None)
+
+
+def loop_table(model, idx, targets, n_loops=None, h0=None, jacobian=True, iters=100, tol=1e-6,
+               seed=0):
+    """Every diagnostic of the loop in one dict of NumPy arrays, ready to plot:
+
+        loop (n,)                         0 .. n-1
+        rms, rel_update (n,); rms_layer (n, L)                    hidden_norms
+        lens_loss, lens_kl (n,)                                   logit_lens
+        grad_state (n,); grad_layer (n, L); grad_block (n_layer,); grad_total ()   grad_norms
+        jac_sigma, jac_iters (n,)          jacobian_spectral_norm per loop (NaN / 0 where a
+                                           loop has no h_t, or jacobian=False)
+        rho ()                             spectral_radius (NaN without an A_bar)
+
+    ``plt.plot(tab["loop"], tab["rms"])``. Every measurement runs from one h_0 (Parcae:
+    drawn once, then passed to each through enter's h0=), and the model is left as it was.
+    """
+    idx, targets = _batch(model, idx, targets)
+    with _kept(model):
+        h0 = _initial_state(model, idx, h0)  # one h_0 for every measurement
+        norms = hidden_norms(model, idx, n_loops, h0)
+        lens = logit_lens(model, idx, targets, n_loops, h0)
+        grads = grad_norms(model, idx, targets, n_loops, h0)
+        n = len(norms["rms"])
+        sigma, steps = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+        if jacobian:
+            for t, r in _loop_jacobians(model, idx, None, n_loops, h0, iters, tol, seed).items():
+                sigma[t], steps[t] = r["sigma"], r["iters"]
+        rho = spectral_radius(model) if _a_bar(model) is not None else np.nan
+    return {"loop": np.arange(n), "rms": norms["rms"], "rel_update": norms["rel_update"],
+            "rms_layer": norms["rms_layer"], "lens_loss": lens["loss"], "lens_kl": lens["kl"],
+            "grad_state": grads["state"], "grad_layer": grads["layer"], "grad_block": grads["block"],
+            "grad_total": grads["total"], "jac_sigma": sigma, "jac_iters": steps,
+            "rho": np.array(rho)}
+
+
+__all__ = ["hidden_norms", "logit_lens", "grad_norms", "jacobian_spectral_norm", "spectral_radius",
+           "loop_table"]
