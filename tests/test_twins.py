@@ -8,7 +8,10 @@ must be made to the other. The heuristic, stated:
 1. Import lines at the top level and the one docstring line naming the twin are dropped.
 2. Framework names are made equal: ``ml.``, ``torch.``, ``xp.`` (the core's NumPy/CuPy
    module) all become ``FW.``; ``.detach().clone()`` (torch) becomes ``.copy()`` (NumPy).
-3. What is left must be equal line for line, except the differences listed in ALLOWED,
+3. A region between the comment lines ``# twin: framework-specific`` and ``# twin: end``
+   is left out of both twins: helpers whose whole point is the framework (the core's
+   finite-difference J v beside torch's forward-mode AD, array conversions, RNG state).
+4. What is left must be equal line for line, except the differences listed in ALLOWED,
    each with the reason the frameworks force it.
 
 A change to one twin alone (a new line, a changed expression, a renamed variable) fails.
@@ -60,8 +63,13 @@ _IMPORT = re.compile(r"^(import |from \S+ import )")
 
 
 def normalise(text: str) -> list[str]:
-    out = []
+    out, skipping = [], False
     for line in text.splitlines():
+        if line.strip() == "# twin: framework-specific":
+            skipping = True
+        if skipping:
+            skipping = line.strip() != "# twin: end"
+            continue
         if _IMPORT.match(line) or _TWIN_LINE.match(line):
             continue
         line = line.replace(".detach().clone()", ".copy()")
@@ -107,3 +115,5 @@ def test_the_heuristic_catches_a_change_to_one_twin():
     a, b = normalise(core), normalise(changed)
     assert a != b
     assert normalise(core.replace("ml.zeros(", "torch.zeros(")) == normalise(core)
+    marked = "# twin: framework-specific\nx = 1\n# twin: end\n"
+    assert normalise(marked + core) == normalise(core)

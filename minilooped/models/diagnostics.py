@@ -67,9 +67,11 @@ import numpy as np
 import minilooped as ml
 from minilooped import backend, no_grad, enable_grad
 
+# twin: framework-specific
 # Central differences: truncation error ~ FD_EPS^2, rounding ~ machine eps / FD_EPS; the
 # cube root of float64's epsilon (6e-6) balances the two (core only: no forward mode).
 FD_EPS = float(np.finfo(np.float64).eps) ** (1 / 3)
+# twin: end
 
 
 # ---------------------------------------------------------------- watching the loop
@@ -165,12 +167,14 @@ def _kept(model):
 
 
 # ---------------------------------------------------------------- inputs and outputs
+# twin: framework-specific
 def _tokens(model, a):
     """Token ids (B, T) as the model takes them: a NumPy integer array."""
     a = a.numpy() if isinstance(a, ml.Tensor) else np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"token ids must be a (B, T) array, got shape {tuple(a.shape)}.")
     return a
+# twin: end
 
 
 def _batch(model, idx, targets):
@@ -182,6 +186,7 @@ def _batch(model, idx, targets):
     return idx, targets
 
 
+# twin: framework-specific
 def _numpy(t):
     """A float64 NumPy copy of a tensor, a backend array (a .grad) or an array."""
     data = t.data if isinstance(t, ml.Tensor) else t
@@ -199,6 +204,7 @@ def _rng_state(model):
 
 def _set_rng_state(model, state):
     backend.generator("cpu").bit_generator.state = state
+# twin: end
 
 
 def _initial_state(model, idx, h0=None):
@@ -339,13 +345,8 @@ def jacobian_spectral_norm(model, idx, loop, n_loops=None, h0=None, iters=100, t
     sigma_k rises to sigma_max from below; its error shrinks like (sigma_2 / sigma_1)^(2k).
     Iteration stops when |sigma_k - sigma_{k-1}| <= tol sigma_k, or after iters.
 
-    J v (core): no forward mode here, so a central difference in float64, on a float64
-    copy of the model if it is not float64 already:
-        J v ~ (step_t(h + eps v) - step_t(h - eps v)) / (2 eps),   eps = FD_EPS max(1, ||h||)
-    with error O(eps^2 ||D^3 step_t||) + O(machine eps ||step_t(h)|| / eps), about 1e-10
-    relative for the course's models (tests/test_diagnostics.py measures it). J^T u:
-    reverse mode, exact (backward of step_t(h) with gradient u).
-    (Mirror: both exact, forward_ad dual numbers and autograd.grad, in the model's dtype.)
+    J v and J^T u: ``_jvp`` and ``_vjp`` below (the core has no forward mode: its J v is a
+    float64 central difference, about 1e-10 relative; the mirror's are exact).
 
     loop 0 of the fully looped model has no h_0 to differentiate by: an error.
     Returns {"sigma": float, "iters": int, "converged": bool, "history": (iters,) sigma_k}.
@@ -408,6 +409,13 @@ def _power_iteration(jvp, vjp, shape, iters, tol, seed):
             "history": np.array(history)}
 
 
+# twin: framework-specific
+# J v (core): no forward mode here, so a central difference in float64, on a float64
+# copy of the model if it is not float64 already:
+#     J v ~ (step_t(h + eps v) - step_t(h - eps v)) / (2 eps),   eps = FD_EPS max(1, ||h||)
+# with error O(eps^2 ||D^3 step_t||) + O(machine eps ||step_t(h)|| / eps), about 1e-10
+# relative for the course's models (tests/test_diagnostics.py measures it). J^T u:
+# reverse mode, exact (backward of step_t(h) with gradient u).
 def _jacobian_model(model):
     """The model J is taken on: float64 (J v is a finite difference), a copy if need be."""
     if model.lm_head.weight.dtype == np.float64:
@@ -429,6 +437,7 @@ def _vjp(f, h, u):
     with enable_grad():
         f(h).backward(_like(h, u).data)
     return _numpy(h.grad)
+# twin: end
 
 
 def spectral_radius(model):

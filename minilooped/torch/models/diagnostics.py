@@ -161,12 +161,14 @@ def _kept(model):
 
 
 # ---------------------------------------------------------------- inputs and outputs
+# twin: framework-specific
 def _tokens(model, a):
     """Token ids (B, T) as the model takes them: a tensor on the model's device."""
     a = torch.as_tensor(a, device=model.lm_head.weight.device)
     if a.ndim != 2:
         raise ValueError(f"token ids must be a (B, T) array, got shape {tuple(a.shape)}.")
     return a
+# twin: end
 
 
 def _batch(model, idx, targets):
@@ -178,6 +180,7 @@ def _batch(model, idx, targets):
     return idx, targets
 
 
+# twin: framework-specific
 def _numpy(t):
     """A float64 NumPy copy of a tensor (a .grad too) or an array."""
     data = t.detach().cpu().double().numpy() if torch.is_tensor(t) else t
@@ -198,6 +201,7 @@ def _set_rng_state(model, state):
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], model.lm_head.weight.device)
+# twin: end
 
 
 def _initial_state(model, idx, h0=None):
@@ -338,9 +342,8 @@ def jacobian_spectral_norm(model, idx, loop, n_loops=None, h0=None, iters=100, t
     sigma_k rises to sigma_max from below; its error shrinks like (sigma_2 / sigma_1)^(2k).
     Iteration stops when |sigma_k - sigma_{k-1}| <= tol sigma_k, or after iters.
 
-    J v and J^T u (mirror): exact, by forward mode (torch.autograd.forward_ad, dual
-    numbers) and reverse mode (torch.autograd.grad), in the model's own dtype. (The core has no forward mode: its J v
-    is a float64 central difference, about 1e-10 relative; see its docstring.)
+    J v and J^T u: ``_jvp`` and ``_vjp`` below (the core has no forward mode: its J v is a
+    float64 central difference, about 1e-10 relative; the mirror's are exact).
 
     loop 0 of the fully looped model has no h_0 to differentiate by: an error.
     Returns {"sigma": float, "iters": int, "converged": bool, "history": (iters,) sigma_k}.
@@ -403,6 +406,9 @@ def _power_iteration(jvp, vjp, shape, iters, tol, seed):
             "history": np.array(history)}
 
 
+# twin: framework-specific
+# J v and J^T u (mirror): exact, by forward mode (torch.autograd.forward_ad, dual
+# numbers) and reverse mode (torch.autograd.grad), in the model's own dtype.
 def _jacobian_model(model):
     """The model J is taken on: the model itself (J v and J^T u are exact here)."""
     return model
@@ -423,6 +429,7 @@ def _vjp(f, h, u):
     h = h.detach().requires_grad_()  # a fresh leaf (B, T, C)
     with enable_grad():
         return _numpy(torch.autograd.grad(f(h), h, _like(h, u))[0])
+# twin: end
 
 
 def spectral_radius(model):
