@@ -13,7 +13,7 @@ import torch
 
 import minilooped as ml
 from minilooped.models import GPT, GPTConfig
-from minilooped.models.adaptive import adaptive_forward, exit_frontier
+from minilooped.models.adaptive import adaptive_forward, exit_frontier, last_block
 from minilooped.models.early_exit import embed, head
 from minilooped.torch.models import GPT as TorchGPT
 from minilooped.torch.models import from_gpt2 as torch_from_gpt2
@@ -29,15 +29,22 @@ VARIANTS = {
     "parcae": dict(variant="parcae", n_layer=3, n_prelude=1, n_coda=1, n_loops=4, h0="zeros"),
     "recursive": "recursive",
 }
+EXTRA = {  # for the gathered MLP: a block applied twice in a loop, and a loop of two blocks
+    "recursive_sequence": "recursive_sequence",
+    "fully_looped_2_blocks": dict(variant="fully_looped", n_layer=2, n_loops=3, injection="none"),
+}
 
 
 def build_pair(name):
     """(mirror, core) float64 models with the same weights, in eval mode."""
     torch.manual_seed(0)
-    spec = VARIANTS[name]
+    spec = {**VARIANTS, **EXTRA}[name]
     if spec == "recursive":
         source = TorchGPT(GPTConfig(**{**TINY, "n_layer": 4})).double()
         mirror = torch_from_gpt2(source, 1, lora_rank=2)  # 1 shared block looped 4 times
+    elif spec == "recursive_sequence":
+        source = TorchGPT(GPTConfig(**{**TINY, "n_layer": 8})).double()
+        mirror = torch_from_gpt2(source, 2, sharing="sequence", lora_rank=2)  # loops: h0 h0 | h0 h0 | h1 h1 | ..
     else:
         mirror = TorchGPT(GPTConfig(**{**TINY, **spec})).double()
     with torch.no_grad():  # larger weights than the init, so the loops' predictions differ
@@ -152,14 +159,37 @@ def test_mixed_halting_matches_brute_force(name, criterion):
         np.testing.assert_allclose(logits.numpy()[b, 0], cut[0, 0], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", list(VARIANTS) + ["recursive_sequence", "fully_looped_2_blocks"])
+def test_gathering_the_last_mlp_changes_nothing(name):
+    """gather=True computes the loop's last MLP on the active positions only: same numbers."""
+    _, core = build_pair(name)
+    idx = tokens()
+    for criterion in ("kl", "max_prob"):
+        threshold = mixed_threshold(core, idx, criterion)
+        logits, loops = adaptive_forward(core, ml.Tensor(idx), criterion, threshold)
+        g_logits, g_loops = adaptive_forward(core, ml.Tensor(idx), criterion, threshold, gather=True)
+        np.testing.assert_array_equal(loops, g_loops)
+        np.testing.assert_allclose(g_logits.numpy(), logits.numpy(), rtol=1e-12, atol=1e-12)
+    for block in core.transformer.h:  # the block's own MLP is back in place
+        assert type(block.mlp).__name__ == "MLP"
+
+
+def test_which_block_is_gathered():
+    _, core = build_pair("loop_residual")  # prelude h[0], loop h[1], coda h[2]
+    assert last_block(core, 2) is core.transformer.h[1]
+    _, core = build_pair("recursive_sequence")  # 2 blocks, each twice in a row: loop 0 is h[0], h[0]
+    assert last_block(core, 0) is None
+
+
+@pytest.mark.parametrize("gather", [False, True])
 @pytest.mark.parametrize("criterion", ["kl", "max_prob"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_core_and_mirror_agree(name, criterion):
+def test_core_and_mirror_agree(name, criterion, gather):
     mirror, core = build_pair(name)
     idx = tokens()
     threshold = mixed_threshold(core, idx, criterion)
-    logits, loops = adaptive_forward(core, ml.Tensor(idx), criterion, threshold)
-    t_logits, t_loops = torch_adaptive_forward(mirror, torch.from_numpy(idx), criterion, threshold)
+    logits, loops = adaptive_forward(core, ml.Tensor(idx), criterion, threshold, gather=gather)
+    t_logits, t_loops = torch_adaptive_forward(mirror, torch.from_numpy(idx), criterion, threshold, gather=gather)
     np.testing.assert_array_equal(loops, t_loops)
     np.testing.assert_allclose(logits.numpy(), t_logits.numpy(), rtol=1e-9, atol=1e-12)
 
