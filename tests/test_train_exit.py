@@ -159,3 +159,26 @@ def _vocab(data_dir):
     from pathlib import Path
 
     return json.loads((Path(data_dir) / "meta.json").read_text())["vocab_size"]
+
+
+def test_uptraining_a_recursive_model_from_its_teacher(tmp_path, data_dir, teacher_dir):
+    """The chapter's workflow: a recursive model made from the teacher by from_gpt2 (full-rank
+    LoRA: it starts as the teacher itself), uptrained with early exits and distillation."""
+    from minilooped.io import save_safetensors
+    from minilooped.models import from_gpt2
+    from minilooped.training import load_checkpoint
+
+    ckpt = load_checkpoint(teacher_dir)
+    teacher = GPT(GPTConfig.from_dict(ckpt.state["model_config"]))
+    teacher.load_state_dict(ckpt.weights)
+    student = from_gpt2(teacher, 1, lora_rank=32)  # 1 shared block looped twice, LoRA of full rank
+    save_safetensors(student, tmp_path / "student.safetensors")
+    keys = ("variant", "n_layer", "n_loops", "lora_rank", "sharing", "init", "n_embd", "n_head", "block_size")
+    cfg = tiny_config(data_dir, tmp_path / "run", model="shakespeare-gpt2", max_iters=2, eval_interval=2,
+                      model_args={k: getattr(student.config, k) for k in keys},
+                      init_from=str(tmp_path / "student.safetensors"), exit_loss="uniform",
+                      distill_from=str(teacher_dir))
+    train(cfg)
+    first_eval = losses(tmp_path / "run", "eval", "val_loss")[0]
+    assert first_eval == pytest.approx(losses(teacher_dir, "eval", "val_loss")[-1], rel=1e-5)
+    assert len(losses(tmp_path / "run")) == 2

@@ -6,6 +6,10 @@ folder of this library (its model.safetensors and the model config in its state.
 typically the GPT-2 a recursive model was made from. It is read again from its folder
 every time an engine is built, so a resumed run distils from the same teacher without
 the checkpoint storing it.
+
+What the metrics show: the training loss logged is the loss trained (the weighted exit
+losses and the distillation term); the evaluations stay the cross-entropy of the last
+loop, comparable with runs trained without these options.
 """
 from __future__ import annotations
 

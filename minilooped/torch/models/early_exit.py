@@ -20,11 +20,10 @@ Weights w_t (``exit_weights``):
     "uniform"     w_t = 1 / R                every exit counts the same
     "aggressive"  w_t = t / sum_s s          the later the loop, the more it counts;
                                              the last loop weighs most
-The paper trains its early exits with what it calls an aggressive weighting of the
-intermediate losses, together with distillation, but neither the paper's text we
-could check nor public code (the authors released none) gives the coefficients; the
-weights growing linearly with the loop index are the course's choice, and the name
-keeps the paper's word for the option.
+The paper trains its early exits with intermediate-loop losses under what it calls an
+aggressive weighting, together with distillation from the source model; its exact
+coefficients could not be checked here (the authors released no code). Weights growing
+linearly with the loop index are the course's choice; the option keeps the paper's word.
 
 ``loop_logits`` is the loop's anatomy (trunk.py) with a readout after every step: the
 same computation as ``model(idx, n_loops=t)`` for every t at once, in one pass.
