@@ -197,7 +197,7 @@ def test_core_and_mirror_agree(name, criterion, gather):
 def test_exit_frontier_reports_fixed_and_adaptive_points():
     _, core = build_pair("loop_residual")
     batches = [(tokens(seed=s), tokens(seed=s + 10)) for s in range(2)]
-    f = exit_frontier(core, batches, "max_prob", thresholds=[1.5, 0.0])
+    f = exit_frontier(core, batches, "max_prob", thresholds=[1.5, 0.0], repeat=2)
     assert f["max_loops"] == 4 and f["tokens"] == 2 * 3 * 8
     assert [p["loops"] for p in f["fixed"]] == [1, 2, 3, 4]
     never, always = f["adaptive"]

@@ -11,7 +11,8 @@ import torch
 
 import minilooped as ml
 from minilooped.models import GPT, GPTConfig
-from minilooped.models.depthwise_batching import DepthwiseBatcher, exit_depths, static_batching, throughput
+from minilooped.models.depthwise_batching import (DepthwiseBatcher, continuous_batching, exit_depths,
+                                                   static_batching, throughput)
 from minilooped.models.early_exit import loop_logits
 from minilooped.torch.models import GPT as TorchGPT
 from minilooped.torch.models import from_gpt2 as torch_from_gpt2
@@ -60,6 +61,9 @@ def test_every_request_gets_its_depth_and_its_own_logits(name):
     assert batcher.calls < depths.sum()  # rows at different depths share calls
     for i in range(len(idx)):
         np.testing.assert_allclose(logits[i], alone(core, idx[i], depths[i]), rtol=1e-10, atol=1e-12)
+    again, again_row_loops = continuous_batching(core, idx, depths, 3)
+    np.testing.assert_array_equal(again, logits)
+    assert again_row_loops == depths.sum()
     plain, row_loops = static_batching(core, idx, depths, 3)
     np.testing.assert_allclose(plain, logits, rtol=1e-10, atol=1e-12)
     groups = [depths[i:i + 3] for i in range(0, 7, 3)]
@@ -96,7 +100,7 @@ def test_exit_depths_follow_the_rule():
 def test_throughput_reports_the_three_schedules():
     _, core = build_pair("loop_residual")
     idx, depths = requests(N=6)
-    r = throughput(core, idx, depths, slots=2)
+    r = throughput(core, idx, depths, slots=2, repeat=2)
     assert r["oracle_speedup"] == pytest.approx(4 / depths.mean())
     assert r["continuous"]["row_loops"] == depths.sum() and r["max_depth"]["row_loops"] == 6 * 4
     assert r["static"]["row_loops"] <= r["max_depth"]["row_loops"]

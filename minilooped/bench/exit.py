@@ -38,7 +38,7 @@ def load_run(run_dir):
     return model.eval(), data
 
 
-def run(run_dir, batches=8, batch_size=16, requests=256, slots=16, seed=0, log=print) -> dict:
+def run(run_dir, batches=8, batch_size=16, requests=256, slots=16, repeat=3, seed=0, log=print) -> dict:
     from ..data import get_batch
     from ..models.adaptive import exit_frontier
     from ..models.depthwise_batching import exit_depths, throughput
@@ -50,12 +50,12 @@ def run(run_dir, batches=8, batch_size=16, requests=256, slots=16, seed=0, log=p
     report = {"run": str(run_dir), "model": model.config.to_dict(), "frontier": {}, "depthwise": {}}
     for criterion, thresholds in (("kl", KL_THRESHOLDS), ("max_prob", MAX_PROB_THRESHOLDS)):
         log(f"frontier, {criterion}...")
-        report["frontier"][criterion] = exit_frontier(model, val, criterion, thresholds)
+        report["frontier"][criterion] = exit_frontier(model, val, criterion, thresholds, repeat=repeat)
     idx = get_batch(data.val, requests, T, rng)[0]
     for criterion, threshold in (("max_prob", 0.5), ("kl", 1e-2)):
         log(f"depth-wise batching, {criterion} < {threshold}...")
         depths = exit_depths(model, idx, criterion, threshold)
-        report["depthwise"][f"{criterion}@{threshold}"] = throughput(model, idx, depths, slots)
+        report["depthwise"][f"{criterion}@{threshold}"] = throughput(model, idx, depths, slots, repeat)
     return report
 
 
@@ -85,9 +85,10 @@ def main(argv=None) -> None:
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--requests", type=int, default=256, help="requests for the depth-wise batching")
     ap.add_argument("--slots", type=int, default=16, help="batch rows of the depth-wise batching")
+    ap.add_argument("--repeat", type=int, default=3, help="timings per point; the fastest counts")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
-    report = run(args.run, args.batches, args.batch_size, args.requests, args.slots,
+    report = run(args.run, args.batches, args.batch_size, args.requests, args.slots, args.repeat,
                  log=lambda s: print(s, file=sys.stderr))
     print(format_report(report))
     if args.json:

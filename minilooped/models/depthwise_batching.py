@@ -96,8 +96,8 @@ class DepthwiseBatcher:
         if slots < 1:
             raise ValueError(f"slots={slots} must be >= 1")
         self.model, self.slots = model, slots
-        self.calls = 0  # calls of the loop's step
-        self.row_loops = 0  # rows x loops computed
+        self.calls = 0  # calls of the loop's step, in the last run
+        self.row_loops = 0  # rows x loops computed, in the last run
 
     def run(self, idx, depths):
         """Next-token logits (N, vocab) of every request: its last position after depths[i] loops."""
@@ -106,6 +106,7 @@ class DepthwiseBatcher:
         if len(depths) != N or min(depths) < 1:
             raise ValueError("depths must give every request an exit depth >= 1")
         queue = deque(range(N))
+        self.calls, self.row_loops = 0, 0
         request = np.full(self.slots, -1)  # the request in each slot; -1: free
         done = np.zeros(self.slots, dtype=int)  # loops each slot's request has run
         h = ctx = None  # (slots, T, C) NumPy states, and the context rows (Parcae's e)
@@ -142,6 +143,12 @@ class DepthwiseBatcher:
         return np.stack(out)
 
 
+def continuous_batching(model, idx, depths, slots):
+    """All requests through a DepthwiseBatcher of ``slots`` rows: (logits (N, vocab), row-loops)."""
+    batcher = DepthwiseBatcher(model, slots)
+    return batcher.run(idx, depths), batcher.row_loops
+
+
 def static_batching(model, idx, depths, batch_size):
     """Plain batching: groups of batch_size requests, each group looped until its slowest
     request's depth; a request reads out at its own depth. Returns (logits (N, vocab), row-loops)."""
@@ -162,33 +169,34 @@ def static_batching(model, idx, depths, batch_size):
     return np.stack(out), row_loops
 
 
-def throughput(model, idx, depths, slots):
+def throughput(model, idx, depths, slots, repeat=1):
     """Requests/s and tokens/s of continuous depth-wise batching against plain batching (each
     group waiting for its slowest request, and every request at max depth), with the
-    compute each spends (row-loops) and the oracle bound max depth / mean depth."""
+    compute each spends (row-loops) and the oracle bound max depth / mean depth. Each
+    schedule runs ``repeat`` times, interleaved with the others; the fastest run counts
+    (on a shared machine the slower runs measure the neighbours)."""
     check_depth_shared(model)
     was_training = model.training
     model.eval()
     N, T = idx.shape
     n_max = int(model.config.n_loops)
-    results = {}
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        row_loops = fn()
-        seconds = time.perf_counter() - t0
-        results[name] = {"seconds": seconds, "requests_per_s": N / seconds, "tokens_per_s": N * T / seconds,
-                         "row_loops": int(row_loops)}
-
     full = np.full(N, n_max)
-    timed("max_depth", lambda: static_batching(model, idx, full, slots)[1])
-    timed("static", lambda: static_batching(model, idx, depths, slots)[1])
-    batcher = DepthwiseBatcher(model, slots)
-    timed("continuous", lambda: (batcher.run(idx, depths), batcher.row_loops)[1])
+    schedules = {
+        "max_depth": lambda: static_batching(model, idx, full, slots)[1],
+        "static": lambda: static_batching(model, idx, depths, slots)[1],
+        "continuous": lambda: continuous_batching(model, idx, depths, slots)[1],
+    }
+    seconds = {name: float("inf") for name in schedules}
+    row_loops = {}
+    for _ in range(repeat):
+        for name, fn in schedules.items():
+            t0 = time.perf_counter()
+            row_loops[name] = int(fn())
+            seconds[name] = min(seconds[name], time.perf_counter() - t0)
     model.train(was_training)
-    base = results["max_depth"]["seconds"]
-    for r in results.values():
-        r["speedup_vs_max_depth"] = base / r["seconds"]
+    results = {name: {"seconds": s, "requests_per_s": N / s, "tokens_per_s": N * T / s, "row_loops": row_loops[name],
+                      "speedup_vs_max_depth": seconds["max_depth"] / s} for name, s in seconds.items()}
     return {"requests": int(N), "tokens_per_request": int(T), "slots": int(slots), "max_loops": n_max,
-            "mean_depth": float(np.mean(depths)), "depth_histogram": np.bincount(depths, minlength=n_max + 1)[1:].tolist(),
-            "oracle_speedup": n_max / float(np.mean(depths)), "calls_continuous": int(batcher.calls), **results}
+            "repeat": int(repeat), "mean_depth": float(np.mean(depths)),
+            "depth_histogram": np.bincount(depths, minlength=n_max + 1)[1:].tolist(),
+            "oracle_speedup": n_max / float(np.mean(depths)), **results}
