@@ -63,18 +63,21 @@ def format_report(report: dict) -> str:
     lines = []
     for criterion, f in report["frontier"].items():
         lines.append(f"adaptive exit, {criterion} ({f['tokens']} tokens, max {f['max_loops']} loops)")
-        lines.append(f"  {'threshold':>10} {'mean loops':>10} {'val loss':>9} {'tok/s':>9}")
+        lines.append(f"  {'threshold':>10} {'mean loops':>10} {'val loss':>9} {'tok/s':>9} {'tok/cpu-s':>9}")
         for p in f["adaptive"]:
-            lines.append(f"  {p['threshold']:>10g} {p['mean_loops']:>10.3f} {p['val_loss']:>9.4f} {p['tokens_per_s']:>9.0f}")
+            lines.append(f"  {p['threshold']:>10g} {p['mean_loops']:>10.3f} {p['val_loss']:>9.4f} "
+                         f"{p['tokens_per_s']:>9.0f} {p['tokens_per_cpu_s']:>9.0f}")
         for p in f["fixed"]:
-            lines.append(f"  {'fixed':>10} {p['loops']:>10d} {p['val_loss']:>9.4f} {p['tokens_per_s']:>9.0f}")
+            lines.append(f"  {'fixed':>10} {p['loops']:>10d} {p['val_loss']:>9.4f} "
+                         f"{p['tokens_per_s']:>9.0f} {p['tokens_per_cpu_s']:>9.0f}")
     for name, r in report["depthwise"].items():
         lines.append(f"depth-wise batching, exits by {name}: {r['requests']} requests x {r['tokens_per_request']} "
                      f"tokens, {r['slots']} slots, mean depth {r['mean_depth']:.2f} of {r['max_loops']} "
                      f"(histogram {r['depth_histogram']}), oracle bound {r['oracle_speedup']:.2f}x")
         for s in ("max_depth", "static", "continuous"):
-            lines.append(f"  {s:>10}: {r[s]['tokens_per_s']:>8.0f} tok/s, {r[s]['row_loops']:>6d} row-loops, "
-                         f"{r[s]['speedup_vs_max_depth']:.2f}x")
+            lines.append(f"  {s:>10}: {r[s]['row_loops']:>6d} row-loops, {r[s]['tokens_per_s']:>8.0f} tok/s "
+                         f"({r[s]['speedup_vs_max_depth']:.2f}x), {r[s]['tokens_per_cpu_s']:>8.0f} tok/cpu-s "
+                         f"({r[s]['cpu_speedup_vs_max_depth']:.2f}x)")
     return "\n".join(lines)
 
 

@@ -165,7 +165,8 @@ def exit_frontier(model, batches, criterion="kl", thresholds=(1e-3,), max_loops=
     (module docstring: the rest of a halted position's loop is computed and thrown away);
     mean_loops is the compute a decoder that skips halted positions would spend. Each point
     is timed ``repeat`` times and the fastest counts (on a shared machine the slower runs
-    measure the neighbours)."""
+    measure the neighbours), in wall-clock and in this process's CPU seconds (which other
+    processes disturb less)."""
     check_looped(model, "exit_frontier")
     n = model.transformer.trunk.loop_count(max_loops)
     was_training = model.training
@@ -173,26 +174,26 @@ def exit_frontier(model, batches, criterion="kl", thresholds=(1e-3,), max_loops=
     tokens = sum(x.size for x, _ in batches)
 
     def measure(run):
-        best = float("inf")
+        best, best_cpu = float("inf"), float("inf")
         for _ in range(repeat):
-            loss, loops, seconds = 0.0, None, 0.0
+            loss, loops, seconds, cpu = 0.0, None, 0.0, 0.0
             for x, y in batches:
                 idx, targets = _tensor(x, model), _tensor(y, model)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 logits, used = run(idx)
                 seconds += time.perf_counter() - t0
+                cpu += time.process_time() - c0
                 with torch.no_grad():
                     ce = F.cross_entropy(logits.reshape(x.size, -1), targets.reshape(x.size))
                 loss += ce.item() * x.size
                 loops = used.ravel() if loops is None else np.concatenate([loops, used.ravel()])
-            best = min(best, seconds)
-        return loss / tokens, loops, tokens / best
+            best, best_cpu = min(best, seconds), min(best_cpu, cpu)
+        return loss / tokens, loops, {"tokens_per_s": tokens / best, "tokens_per_cpu_s": tokens / best_cpu}
 
     adaptive = []
     for threshold in thresholds:
-        loss, loops, tok_s = measure(lambda idx: adaptive_forward(model, idx, criterion, threshold, n, gather))
-        adaptive.append({"threshold": float(threshold), "mean_loops": float(loops.mean()), "val_loss": loss,
-                         "tokens_per_s": tok_s,
+        loss, loops, speed = measure(lambda idx: adaptive_forward(model, idx, criterion, threshold, n, gather))
+        adaptive.append({"threshold": float(threshold), "mean_loops": float(loops.mean()), "val_loss": loss, **speed,
                          "loops_histogram": np.bincount(loops, minlength=n + 1)[1:].tolist()})
     fixed = []
     for k in range(1, n + 1):
@@ -200,8 +201,8 @@ def exit_frontier(model, batches, criterion="kl", thresholds=(1e-3,), max_loops=
             with torch.no_grad():
                 logits, _ = model(idx, n_loops=k)
             return logits, np.full(tuple(idx.shape), k)
-        loss, _, tok_s = measure(run)
-        fixed.append({"loops": k, "val_loss": loss, "tokens_per_s": tok_s})
+        loss, _, speed = measure(run)
+        fixed.append({"loops": k, "val_loss": loss, **speed})
     model.train(was_training)
     return {"criterion": criterion, "max_loops": n, "tokens": int(tokens), "gather": gather, "repeat": int(repeat),
             "adaptive": adaptive, "fixed": fixed}

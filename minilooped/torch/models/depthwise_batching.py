@@ -114,8 +114,8 @@ class DepthwiseBatcher:
         self.loops_run = np.zeros(N, dtype=int)
         with torch.no_grad():
             while queue or (request >= 0).any():
-                free = [s for s in np.flatnonzero(request < 0)][:len(queue)]
-                if free:  # new requests enter at depth 0
+                free = np.flatnonzero(request < 0)[:len(queue)]
+                if len(free):  # new requests enter at depth 0
                     new = [queue.popleft() for _ in free]
                     h0, c0 = trunk.enter(embed(model, _tensor(idx[new], model)), blocks)
                     if h is None:
@@ -174,7 +174,9 @@ def throughput(model, idx, depths, slots, repeat=1):
     group waiting for its slowest request, and every request at max depth), with the
     compute each spends (row-loops) and the oracle bound max depth / mean depth. Each
     schedule runs ``repeat`` times, interleaved with the others; the fastest run counts
-    (on a shared machine the slower runs measure the neighbours)."""
+    (on a shared machine the slower runs measure the neighbours), in wall-clock seconds and
+    in this process's CPU seconds (which other processes disturb less; with one BLAS thread
+    it is the work done)."""
     check_depth_shared(model)
     was_training = model.training
     model.eval()
@@ -186,16 +188,20 @@ def throughput(model, idx, depths, slots, repeat=1):
         "static": lambda: static_batching(model, idx, depths, slots)[1],
         "continuous": lambda: continuous_batching(model, idx, depths, slots)[1],
     }
-    seconds = {name: float("inf") for name in schedules}
+    seconds = {name: float("inf") for name in schedules}  # wall clock
+    cpu = {name: float("inf") for name in schedules}  # this process's CPU time: what neighbours disturb least
     row_loops = {}
     for _ in range(repeat):
         for name, fn in schedules.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             row_loops[name] = int(fn())
             seconds[name] = min(seconds[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
     model.train(was_training)
-    results = {name: {"seconds": s, "requests_per_s": N / s, "tokens_per_s": N * T / s, "row_loops": row_loops[name],
-                      "speedup_vs_max_depth": seconds["max_depth"] / s} for name, s in seconds.items()}
+    results = {name: {"seconds": s, "cpu_seconds": cpu[name], "requests_per_s": N / s, "tokens_per_s": N * T / s,
+                      "tokens_per_cpu_s": N * T / cpu[name], "row_loops": row_loops[name],
+                      "speedup_vs_max_depth": seconds["max_depth"] / s,
+                      "cpu_speedup_vs_max_depth": cpu["max_depth"] / cpu[name]} for name, s in seconds.items()}
     return {"requests": int(N), "tokens_per_request": int(T), "slots": int(slots), "max_loops": n_max,
             "repeat": int(repeat), "mean_depth": float(np.mean(depths)),
             "depth_histogram": np.bincount(depths, minlength=n_max + 1)[1:].tolist(),
