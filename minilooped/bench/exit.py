@@ -14,7 +14,6 @@ validation split, and reports
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
