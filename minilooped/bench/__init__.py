@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m minilooped.bench ops` and `python -m minilooped.bench train`."""
+"""Benchmarks: `python -m minilooped.bench ops`, `train`, `profile`, `kernels` and `exit`."""

@@ -34,6 +34,7 @@ BACKENDS = ("numpy", "cupy", "torch")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 TOKENIZERS = ("char", "bpe", "gpt2")
+EXIT_LOSSES = ("uniform", "aggressive")  # minilooped.models.early_exit.exit_weights
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,11 @@ class TrainConfig:
     model: str = "shakespeare-loop-residual"  # a GPTConfig preset (minilooped.models.config.PRESETS)
     model_args: dict = field(default_factory=dict)  # overrides of the preset's fields, e.g. {"n_loops": 8}
     init_from: str = ""  # optional safetensors weights file to start from (after the seeded init)
+    # ---------------------------------------------------------------- early exit and distillation (chapter 9)
+    exit_loss: str = ""  # "" (the model's own loss) | uniform | aggressive: a loss at every loop's readout
+    distill_from: str = ""  # run or ckpt_* folder of a teacher (the source GPT-2): distil its logits
+    distill_weight: float = 0.5  # alpha in (1 - alpha) CE + alpha tau^2 KL(teacher || student)
+    distill_temperature: float = 1.0  # tau, the temperature of both softmaxes in the distillation
     # ---------------------------------------------------------------- the data
     dataset: str = "shakespeare"  # "shakespeare" (prepared on first use), "openwebtext", or a label
     tokenizer: str = "char"  # char | bpe | gpt2: used when the data folder is prepared here
@@ -116,6 +122,12 @@ class TrainConfig:
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
+        if self.exit_loss:
+            _choice("exit_loss", self.exit_loss, EXIT_LOSSES)
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"TrainConfig.distill_weight={self.distill_weight} must be in [0, 1]")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"TrainConfig.distill_temperature={self.distill_temperature} must be > 0")
         if self.min_lr > self.learning_rate:
             raise ConfigError(f"min_lr={self.min_lr} is above learning_rate={self.learning_rate}: "
                               "the cosine decays from learning_rate down to min_lr; set --min_lr too "

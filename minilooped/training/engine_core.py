@@ -13,6 +13,8 @@ import numpy as np
 
 import minilooped as ml
 from ..models import GPT
+from ..models.early_exit import early_exit_loss
+from .distill import check_exit_training, check_teacher, exit_training, teacher_checkpoint
 from .threads import ThreadedDataParallel, resolve_threads
 
 
@@ -26,6 +28,9 @@ class CoreEngine:
                                         betas=(cfg.beta1, cfg.beta2))
         self._loss_sum, self._micro = 0.0, 0
         self.skips_nonfinite_steps = False  # only torch's float16 GradScaler does
+        check_exit_training(cfg, model_config)
+        self.exit_training, self.exit_cfg = exit_training(cfg), cfg
+        self.teacher = self._load_teacher(cfg, model_config)
         # on the CPU, the batch is split across threads (threads.py); CuPy has the GPU's own
         self.threads = resolve_threads(cfg.threads, cfg.batch_size) if self.device == "cpu" else 1
         self.parallel = ThreadedDataParallel(self.model, self.threads) if self.threads > 1 else None
@@ -33,13 +38,37 @@ class CoreEngine:
     def _tensor(self, a):
         return ml.Tensor(a).to(self.device)  # (B, T) int64 token ids
 
+    def _load_teacher(self, cfg, model_config):
+        """The distillation teacher, read from its folder (distill.py), frozen, in eval mode."""
+        if not cfg.distill_from:
+            return None
+        config, weights = teacher_checkpoint(cfg.distill_from)
+        check_teacher(config, model_config)
+        teacher = GPT(config).to(self.device)
+        teacher.load_state_dict(weights)
+        for p in teacher.parameters():
+            p.requires_grad = False
+        return teacher.eval()
+
+    def _objective(self, model, x, y, n_loops):
+        """The loss to train: the model's own, or early exits and distillation (models/early_exit.py)."""
+        if not self.exit_training:
+            return model(x, y, n_loops=n_loops)[1]
+        teacher_logits = None
+        if self.teacher is not None:
+            with ml.no_grad():
+                teacher_logits = self.teacher(x)[0]  # (B, T, vocab)
+        c = self.exit_cfg
+        return early_exit_loss(model, x, y, c.exit_loss, teacher_logits, c.distill_weight, c.distill_temperature,
+                               n_loops)
+
     # ------------------------------------------------------------------ one step
     def forward_backward(self, x, y, n_loops, scale: float, sync: bool) -> None:
         """Add the gradient of ``scale * loss(x, y)`` to the parameters' .grad."""
         if self.parallel is not None:
-            self._loss_sum += self.parallel.forward_backward(x, y, n_loops, scale, self.device)
+            self._loss_sum += self.parallel.forward_backward(x, y, n_loops, scale, self.device, self._objective)
         else:
-            _, loss = self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)
+            loss = self._objective(self.model, self._tensor(x), self._tensor(y), n_loops)
             (loss * scale).backward()
             self._loss_sum += loss.item()
         self._micro += 1

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ..torch.models import GPT
+from ..torch.models.early_exit import early_exit_loss
+from .distill import check_exit_training, check_teacher, exit_training, teacher_checkpoint
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -55,9 +57,41 @@ class TorchEngine:
         self.skips_nonfinite_steps = self.scaler.is_enabled()  # the scaler skips inf steps itself
         self._precision = {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.dtype, "tf32" if cfg.tf32 else "fp32")
         self._loss_sum, self._micro = torch.zeros((), device=self.device), 0
+        check_exit_training(cfg, model_config)
+        self.exit_training, self.exit_cfg = exit_training(cfg), cfg
+        if self.exit_training and (cfg.compile or dist.enabled):
+            from .config import ConfigError
+
+            raise ConfigError("exit_loss / distill_from call the model's loop step by step, which torch.compile "
+                              "and DDP do not wrap: run them with --compile=false on one process")
+        self.teacher = self._load_teacher(cfg, model_config)
 
     def _tensor(self, a):
         return torch.from_numpy(a).to(self.device, non_blocking=True)  # (B, T) int64 token ids
+
+    def _load_teacher(self, cfg, model_config):
+        """The distillation teacher, read from its folder (distill.py), frozen, in eval mode."""
+        if not cfg.distill_from:
+            return None
+        config, weights = teacher_checkpoint(cfg.distill_from)
+        check_teacher(config, model_config)
+        teacher = GPT(config).to(self.device)
+        teacher.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
+        for p in teacher.parameters():
+            p.requires_grad = False
+        return teacher.eval()
+
+    def _objective(self, model, x, y, n_loops):
+        """The loss to train: the model's own, or early exits and distillation (models/early_exit.py)."""
+        if not self.exit_training:
+            return model(x, y, n_loops=n_loops)[1]
+        teacher_logits = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)[0]  # (B, T, vocab)
+        c = self.exit_cfg
+        return early_exit_loss(model, x, y, c.exit_loss, teacher_logits, c.distill_weight, c.distill_temperature,
+                               n_loops)
 
     # ------------------------------------------------------------------ one step
     def forward_backward(self, x, y, n_loops, scale: float, sync: bool) -> None:
@@ -66,7 +100,7 @@ class TorchEngine:
         no_sync = self.model.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
         with no_sync:
             with self.autocast:
-                _, loss = self.model(self._tensor(x), self._tensor(y), n_loops=n_loops)
+                loss = self._objective(self.model, self._tensor(x), self._tensor(y), n_loops)
             self.scaler.scale(loss * scale).backward()
         self._loss_sum += loss.detach().float()  # no .item(): the GPU need not wait here
         self._micro += 1

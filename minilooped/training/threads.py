@@ -79,6 +79,10 @@ def _release(pool) -> None:
     pool.shutdown(wait=False)
 
 
+def _own_loss(model, x, y, n_loops):
+    return model(x, y, n_loops=n_loops)[1]
+
+
 class ThreadedDataParallel:
     """Forward and backward of a model with each batch split across ``threads`` threads."""
 
@@ -130,10 +134,13 @@ class ThreadedDataParallel:
         futures = [self._pool.submit(task, i) for i in range(len(shards))]
         return float(sum(f.result() for f in futures)), len(shards)  # result() re-raises a worker's error
 
-    def forward_backward(self, x, y, n_loops, scale: float, device: str = "cpu") -> float:
-        """Add the gradient of ``scale * loss(x, y)`` to the model's .grad; returns the loss."""
+    def forward_backward(self, x, y, n_loops, scale: float, device: str = "cpu", objective=None) -> float:
+        """Add the gradient of ``scale * loss(x, y)`` to the model's .grad; returns the loss.
+        ``objective(model, x, y, n_loops)`` computes the loss (default: the model's own)."""
+        objective = objective or _own_loss
+
         def shard_step(model, xs, ys, n, weight):
-            _, loss = model(xs, ys, n_loops=n)
+            loss = objective(model, xs, ys, n)
             (loss * (scale * weight)).backward()
             return loss.item() * weight
 
