@@ -7,7 +7,8 @@ must be made to the other. The heuristic, stated:
 
 1. Import lines at the top level and the one docstring line naming the twin are dropped.
 2. Framework names are made equal: ``ml.``, ``torch.``, ``xp.`` (the core's NumPy/CuPy
-   module) all become ``FW.``; ``.detach().clone()`` (torch) becomes ``.copy()`` (NumPy).
+   module) all become ``FW.``; ``.detach().clone()`` (torch) becomes ``.copy()`` (NumPy), and
+   ``torch.from_numpy(a)`` becomes ``ml.Tensor(a)`` (a tensor from a host array).
 3. A region between the comment lines ``# twin: framework-specific`` and ``# twin: end``
    is left out of both twins: helpers whose whole point is the framework (the core's
    finite-difference J v beside torch's forward-mode AD, array conversions, RNG state).
@@ -33,7 +34,7 @@ ALLOWED = {
         # the core takes host NumPy ids; torch keeps them as a tensor on the model's device
         ("idx = np.asarray(idx.numpy() if isinstance(idx, FW.Tensor) else idx, dtype=np.int64)", None),
         ("idx_next = sample(logits, temperature, top_k, rng)  # (B, 1)",
-         "idx_next = FW.from_numpy(sample(logits, temperature, top_k, rng)).to(idx.device)  # (B, 1)"),
+         "idx_next = FW.Tensor(sample(logits, temperature, top_k, rng)).to(idx.device)  # (B, 1)"),
         ("idx = np.concatenate((idx, idx_next), axis=1)  # (B, T + 1)",
          "idx = FW.cat((idx, idx_next), dim=1)  # (B, T + 1)"),
         # docstring: which generator is seeded, and the core's host arrays
@@ -73,7 +74,7 @@ def normalise(text: str) -> list[str]:
         if _IMPORT.match(line) or _TWIN_LINE.match(line):
             continue
         line = line.replace(".detach().clone()", ".copy()")
-        line = re.sub(r"\b(ml|torch|xp)\.", "FW.", line)
+        line = re.sub(r"\b(ml|torch|xp)\.", "FW.", line).replace("FW.from_numpy(", "FW.Tensor(")
         out.append(line.strip())
     return [line for line in out if line]
 
