@@ -76,6 +76,10 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train as ``cfg`` says; returns the final losses. Raises TrainingDiverged on NaN/inf."""
     cfg.validate()
+    if cfg.dry_run:  # 2 CPU steps and the plan, nothing saved (dry_run.py)
+        from .dry_run import dry_run
+
+        return dry_run(cfg).result
     if ddp.launched_by_torchrun() and cfg.backend != "torch":
         raise ConfigError("torchrun started this run but backend is "
                           f"{cfg.backend!r}: distributed training needs --backend=torch")
