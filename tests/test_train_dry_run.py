@@ -54,10 +54,12 @@ def test_sample_is_prepared_the_nanogpt_way():
         assert (ids == 50256).sum() == meta["documents"][split]  # one <|endoftext|> after each document
         assert len(ids) > 1025  # a whole 1024-token window plus its target fits even in val
     val_doc = enc.decode(np.fromfile(folder / "val.bin", dtype=np.uint16)[:-1].tolist())
-    import pyarrow.parquet as pq
+    import datasets
 
-    docs = pq.read_table(folder / "parquet" / "sample.parquet").column("text").to_pylist()
-    assert val_doc in docs
+    reference = datasets.load_dataset("parquet", data_files=str(folder / "parquet" / "sample.parquet"),
+                                      split="train", cache_dir=str(folder / "hf_cache_test"))
+    reference = reference.train_test_split(test_size=0.0005, seed=2357, shuffle=True)  # nanoGPT's prepare.py
+    assert [val_doc] == reference["test"]["text"]
 
 
 def test_dry_run_refuses_under_torchrun(monkeypatch):

@@ -139,13 +139,18 @@ class Plan:
         return self.memory["total"] <= self.gpu_memory
 
 
+def plan_precision(cfg) -> str:
+    """The precision the run's matmuls use: the core (NumPy/CuPy) computes in plain float32."""
+    return precision_of(cfg.dtype, cfg.tf32) if cfg.backend == "torch" else "fp32"
+
+
 def make_plan(cfg, model_config, named_numels, flops_per_token: float) -> Plan:
     """The plan of run ``cfg`` (a TrainConfig) for the model ``model_config`` whose parameters
     are ``named_numels``; ``flops_per_token`` from mfu.flops_per_token."""
     from .config import ConfigError
 
     gpu = GPUS[cfg.gpu]
-    precision = precision_of(cfg.dtype, cfg.tf32)
+    precision = plan_precision(cfg)
     peak = PEAK_FLOPS[gpu.peak_key].get(precision)
     if peak is None:
         raise ConfigError(f"the {cfg.gpu} has no {precision} peak in mfu.PEAK_FLOPS: choose another --gpu "
@@ -187,13 +192,14 @@ def format_plan(plan: Plan, cfg, model_config) -> str:
         + ("" if plan.fits else "  ** does NOT fit: lower --batch_size and raise --grad_accum **"),
         f"    weights {gb(m['weights'])} + gradients {gb(m['gradients'])} + AdamW {gb(m['adamw'])} (float32)",
         f"    activations {gb(m['activations'])} at micro-batch {cfg.batch_size} x {T}, {cfg.dtype}: "
-        f"{m['stored_applications']} stored block applications x B T C x 34 bytes (Korthikanti et al. 2022) "
-        "+ logits B T V x 10 bytes",
+        f"{m['stored_applications']} stored block applications x B T C x {68 if cfg.dtype == 'float32' else 34} bytes "
+        "(Korthikanti et al. 2022) "
+        f"+ logits B T V x {8 if cfg.dtype == 'float32' else 10} bytes",
         f"    (+ {gb(m['attention_scores_if_materialised'])} if attention fell back to the math kernel, which "
         "stores the T x T scores; flash does not)",
         f"  on {plan.n_gpus} x {cfg.gpu} ({GPUS[cfg.gpu].peak_key}, {plan.peak_flops / 1e12:.0f} TFLOP/s peak "
-        f"{precision_of(cfg.dtype, cfg.tf32)}) at an assumed MFU of {100 * plan.mfu:.0f}%:",
-        f"    step time       {plan.step_s:.3f} s",
+        f"{plan_precision(cfg)}) at an assumed MFU of {100 * plan.mfu:.0f}%:",
+        f"    step time       " + (f"{plan.step_s:.3f} s" if plan.step_s >= 0.1 else f"{1000 * plan.step_s:.2f} ms"),
         f"    tokens/s        {plan.tokens_per_s:,.0f} ({plan.tokens_per_s / plan.n_gpus:,.0f} per GPU)",
         f"    wall time       {_hours(plan.wall_hours)} (training {_hours(plan.train_hours)} + evaluation "
         f"{_hours(plan.eval_hours)})",
@@ -212,5 +218,5 @@ def _hours(h: float) -> str:
     return f"{h / 24:.1f} days"
 
 
-__all__ = ["GPU", "GPUS", "GPU_NAMES", "Plan", "make_plan", "format_plan", "memory_per_gpu",
+__all__ = ["GPU", "GPUS", "GPU_NAMES", "Plan", "make_plan", "plan_precision", "format_plan", "memory_per_gpu",
            "stored_applications", "loss_heads"]
