@@ -59,3 +59,17 @@ def test_op_check_catches_a_wrong_op(monkeypatch):
 def test_ops_and_parity_on_the_gpu():
     assert all(o["passed"] for o in gpu.check_ops("cuda"))
     assert all(p["passed"] for p in gpu.check_parity("cuda"))
+
+
+def test_a_broken_part_is_reported_and_the_others_still_run(monkeypatch, capsys):
+    def broken(device, sizes):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(gpu, "measure_mirror", broken)
+    monkeypatch.setattr(gpu, "SMOKE", dict(gpu.SMOKE, train_iters=1))
+    with pytest.raises(SystemExit) as exit_:
+        gpu.main(["--cpu-smoke"])
+    assert exit_.value.code == 1
+    printed = capsys.readouterr().out
+    assert "failed: RuntimeError: no compiler" in printed and "FAILED" in printed
+    assert "core / mirror" in printed and "numpy  1 steps" in printed  # (c) and (d) ran
