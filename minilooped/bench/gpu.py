@@ -28,6 +28,9 @@ pure-Python package is missing on the GPU machine, bring it as a wheel
 here (``python -m minilooped.data shakespeare --tokenizer gpt2 --out
 data_cache/shakespeare_gpt2``) and carry that folder along.
 
+Results: not run yet (no GPU was at hand when this was written). Once run, commit the JSON
+(``--json=book/data/perf/gpu.json``; it carries its provenance: command, commit, date).
+
 ``--cpu-smoke`` runs every part in miniature on the CPU (tiny models, a few steps), the
 NumPy core standing in for CuPy: what tests/test_bench_gpu.py runs. Its timings mean
 nothing; it checks that the script works before a GPU is rented.
