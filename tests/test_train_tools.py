@@ -45,7 +45,7 @@ def test_device_peaks_and_unknown_devices():
     assert device_peak_flops("NVIDIA A100-SXM4-40GB", "bf16") == 312e12
     assert device_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
     assert device_peak_flops("cpu", "fp32") is None
-    assert device_peak_flops("NVIDIA GeForce RTX 4090", "bf16") is None  # not in the table: not guessed
+    assert device_peak_flops("NVIDIA GeForce RTX 3060", "bf16") is None  # not in the table: not guessed
     assert device_peak_flops("Tesla V100-SXM2-16GB", "bf16") is None  # V100 has no bf16
     assert format_mfu(mfu(1e9, 100.0, None)) == "unknown"
     assert format_mfu(mfu(6e9, 26e3, 312e12)) == "50.0%"

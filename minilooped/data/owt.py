@@ -22,6 +22,21 @@ conversion there is partial (a ``partial-train`` folder), download the complete
 parquet files another way and pass them with ``data_files``. Nothing here is used by
 the tests or the book, which run offline.
 
+The real run, by nanoGPT's prepare.py counts (not re-measured here): 8,013,769
+documents; ``train.bin`` 9,035,582,198 tokens (~17 GB), ``val.bin`` 4,434,897 tokens
+(~8.5 MB); ~54 GB of Hugging Face cache for the dataset. Time is dominated by
+tokenizing ~9B tokens and writing them through ``datasets``: tens of minutes to an
+hour with 8 processes on a recent server (an estimate, not a measurement here), plus
+the download of the parquet files. The commands::
+
+    python -m minilooped.data openwebtext --out data/openwebtext --num-proc 8
+    python -m minilooped.data openwebtext --data-files owt_parquet/ --out data/openwebtext
+
+A tiny stand-in with the same layout, :func:`write_sample_parquet` (a ``text``
+column, one document a row, cut from the Shakespeare the package ships), lets the
+tests and the dry run (``--dry_run=true``, minilooped/training/dry_run.py) run this
+whole preparation offline, nanoGPT's split and seed included.
+
 Resuming: each split is written to ``<split>.bin.tmp`` and renamed when complete,
 then recorded in ``meta.json``. A rerun skips every split whose ``.bin`` and
 ``meta.json`` entry agree and redoes the rest (a leftover ``.tmp`` is overwritten).
@@ -58,6 +73,27 @@ def _tokenize_document(example: dict) -> dict:
     ids = enc.encode_ordinary(example["text"])  # a literal "<|endoftext|>" in a web page stays text
     ids.append(EOT_TOKEN)  # document boundary
     return {"ids": ids, "len": len(ids)}
+
+
+def write_sample_parquet(path: str | os.PathLike, n_docs: int = 24, doc_chars: int = 6000) -> Path:
+    """A small parquet file in OpenWebText's layout: one ``text`` column, one document a row.
+
+    The documents are consecutive ``doc_chars``-character stretches of the Shakespeare
+    text shipped with the package (no download), ~1,500 GPT-2 tokens each: with
+    nanoGPT's test_size (0.0005) one document goes to val, and it is longer than a
+    1024-token training window."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .corpora import shakespeare_text
+
+    text = shakespeare_text()
+    docs = [text[i * doc_chars:(i + 1) * doc_chars] for i in range(n_docs)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({"text": docs}), tmp)
+    return path
 
 
 def resolve_data_files(data_files: str | os.PathLike | Sequence[str | os.PathLike]) -> str | list[str]:

@@ -8,7 +8,8 @@ Files: config.py (TrainConfig, shipped configs, --key=value overrides), loop.py 
 engine_core.py / engine_torch.py (the two engines), run_data.py (token files and checks),
 checkpoint.py (atomic checkpoints), metrics.py (JSONL log), mfu.py (FLOPs and MFU), ddp.py
 (torchrun), sampling.py (``python -m minilooped.sample``), evaluation.py (``python -m
-minilooped.evaluate``: loss against loop count), results.py (tables and plots).
+minilooped.evaluate``: loss against loop count), results.py (tables and plots), plan.py
+(tokens, memory, time and cost of a run) and dry_run.py (``--dry_run=true``).
 """
 from .config import (ConfigError, TrainConfig, apply_overrides, available_configs, config_from_cli,
                      load_config)

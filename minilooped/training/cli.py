@@ -25,6 +25,7 @@ examples:
   python -m minilooped.train shakespeare-parcae --n_loops=6
   python -m minilooped.train --resume
   torchrun --standalone --nproc_per_node=8 -m minilooped.train owt-gpt2-124m --backend=torch
+  python -m minilooped.train owt-gpt2-124m-1gpu-1h --dry_run=true --gpu=a100-80gb   # the plan, on the CPU
 
 shipped configs: {configs}
 

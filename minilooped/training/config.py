@@ -91,6 +91,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     fused_adamw: bool | None = None  # None = fused on CUDA
     tf32: bool = True  # TF32 matmuls on Ampere and newer GPUs
+    # ---------------------------------------------------------------- the plan (--dry_run, training/plan.py)
+    dry_run: bool = False  # 2 CPU steps of the real model on a tiny sample, print the plan, exit (no checkpoint)
+    gpu: str = "h100"  # the plan's GPU: h100 | h100-pcie | h200 | a100-80gb | a100-40gb | l4 | rtx4090
+    n_gpus: int = 1  # GPUs the plan assumes (torchrun's nodes x nproc_per_node)
+    plan_mfu: float = 0.4  # the plan's assumed MFU (bf16 + torch.compile; see training/plan.py)
+    gpu_price: float = 0.0  # the plan's $ per GPU-hour; 0 = the assumption in training/plan.py's table
 
     # ------------------------------------------------------------------ checks
     def __post_init__(self):
@@ -108,6 +114,12 @@ class TrainConfig:
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         if self.device:
             _choice("device", self.device, DEVICES)
+        from .plan import GPU_NAMES  # pure arithmetic, no torch
+
+        _choice("gpu", self.gpu, GPU_NAMES)
+        if self.n_gpus < 1 or not 0 < self.plan_mfu <= 1 or self.gpu_price < 0:
+            raise ConfigError(f"n_gpus={self.n_gpus} must be >= 1, plan_mfu={self.plan_mfu} in (0, 1] and "
+                              f"gpu_price={self.gpu_price} >= 0")
         if self.backend == "numpy" and self.device == "cuda":
             raise ConfigError("backend='numpy' runs on the CPU; for the core on a GPU use --backend=cupy")
         if self.backend == "cupy" and self.device == "cpu":

@@ -2,13 +2,25 @@
 
     torchrun --standalone --nproc_per_node=8 -m minilooped.train owt-gpt2-124m --backend=torch
 
+Several nodes (here 2 x 8 GPUs): run the same command on every node, naming one
+rendezvous point that all of them reach (node 0's address; any free port)::
+
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \
+        --rdzv_endpoint=$HEAD_NODE_IP:29500 -m minilooped.train owt-gpt2-124m-8gpu-4h --n_gpus=16
+    # on node 1 the same with --node_rank=1
+
+Every node needs the prepared data at the same path (--data_dir) and, for resume, the
+run folder on a shared filesystem (rank 0 writes it). Without InfiniBand NCCL talks
+over TCP sockets, which is slower (``NCCL_IB_DISABLE=1`` if it hangs looking for IB).
+
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process's environment; without
 them the run is a single process. Every process holds a whole copy of the model and
 computes the gradient of its own micro-batches; DDP averages the gradients across
 processes during the backward pass of the last micro-batch of a step (``no_sync`` skips
 that all-reduce on the earlier ones, which only accumulate locally). The process group
 talks over gloo on CPUs and nccl on NVIDIA GPUs. Rank 0 alone writes logs and
-checkpoints.
+checkpoints; a checkpoint holds every rank's random generators (dropout masks differ per
+rank), gathered to rank 0, and a resumed rank takes back its own.
 
 How batches are split (loop.py): ``grad_accum`` counts micro-batches per step over all
 processes. Every rank draws the same sequence of micro-batches from the same seed and
@@ -70,6 +82,18 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
+def all_gather_object(obj, info: DistInfo) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` without DDP).
+    Every process must call it, at the same point of the run."""
+    if not info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)  # pickled; nccl needs torch.cuda.set_device first (setup does)
+    return out
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist
@@ -85,4 +109,4 @@ def cleanup(info: DistInfo) -> None:
             dist.destroy_process_group()
 
 
-__all__ = ["DistInfo", "setup", "all_reduce_mean", "barrier", "cleanup", "launched_by_torchrun"]
+__all__ = ["DistInfo", "setup", "all_reduce_mean", "all_gather_object", "barrier", "cleanup", "launched_by_torchrun"]

@@ -78,6 +78,10 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train as ``cfg`` says; returns the final losses. Raises TrainingDiverged on NaN/inf."""
     cfg.validate()
+    if cfg.dry_run:  # 2 CPU steps and the plan, nothing saved (dry_run.py)
+        from .dry_run import dry_run
+
+        return dry_run(cfg).result
     if ddp.launched_by_torchrun() and cfg.backend != "torch":
         raise ConfigError("torchrun started this run but backend is "
                           f"{cfg.backend!r}: distributed training needs --backend=torch")
@@ -120,7 +124,7 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
     if cfg.resume:
         ckpt = load_checkpoint(run_dir)
         check_compatible(ckpt, model_config.to_dict(), data.describe())
-        _restore(ckpt, engine, data_rng, loop_rng, say)
+        _restore(ckpt, engine, data_rng, loop_rng, say, dist)
         start_step, tokens = ckpt.step, ckpt.state["tokens"]
         elapsed_before, val_loss = ckpt.state.get("elapsed", 0.0), ckpt.state.get("val_loss")
         changed = {k: (v, getattr(cfg, k)) for k, v in ckpt.state.get("train_config", {}).items()
@@ -162,15 +166,16 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
     elapsed = lambda: elapsed_before + time.perf_counter() - t_start  # noqa: E731
     step, loss, tok_s = start_step, None, None
 
-    def save(step):
+    def save(step):  # every rank calls it: rank 0 gathers every rank's generators
         nonlocal last_ckpt
+        engine_states = ddp.all_gather_object(engine.engine_state(), dist)
         if not dist.is_main:
             return
         arrays, meta = flatten_optimizer(engine.optimizer_state(), engine.param_names())
         state = {"train_config": cfg.to_dict(), "model_config": model_config.to_dict(), "data": data.describe(),
                  "engine": engine.name, "tokens": tokens, "elapsed": elapsed(), "val_loss": val_loss,
                  "rng": {"data": data_rng.bit_generator.state, "loops": loop_rng.bit_generator.state},
-                 "engine_state": engine.engine_state()}
+                 "engine_state": engine_states[0], "engine_states": engine_states}
         last_ckpt = save_checkpoint(run_dir, step, engine.weights(), arrays, meta, state, keep=cfg.keep_checkpoints)
 
     def diverged(what, value, step):
@@ -190,7 +195,8 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
     while True:
         last = step == cfg.max_iters
         resumed_here = cfg.resume and step == start_step
-        if (step % cfg.eval_interval == 0 or last) and not resumed_here and dist.is_main:
+        evaluating = (step % cfg.eval_interval == 0 or last) and not resumed_here
+        if evaluating and dist.is_main:
             losses = estimate_loss(engine, data, cfg, B, T)
             val_loss = losses["val"]
             by_depth = {"val_loss_loops": val_loss_at_depths(engine, data, cfg, B, T)} if cfg.eval_loops else {}
@@ -200,10 +206,9 @@ def _train(cfg: TrainConfig, dist: ddp.DistInfo) -> TrainResult:
                       + "".join(f", {n} loops {v:.4f}" for n, v in by_depth.get("val_loss_loops", {}).items()))
             if not math.isfinite(val_loss):
                 diverged("val loss", val_loss, step)
-            if step > start_step and (cfg.ckpt_interval == 0 or step % cfg.ckpt_interval == 0 or last):
-                save(step)
-        elif cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step > start_step:
-            save(step)
+        if step > start_step and (evaluating and (cfg.ckpt_interval == 0 or last)
+                                  or cfg.ckpt_interval and step % cfg.ckpt_interval == 0):
+            save(step)  # on every rank (the generators are gathered)
         if last:
             break
 
@@ -278,12 +283,18 @@ def val_loss_at_depths(engine, data, cfg, B: int, T: int) -> dict:
     return losses
 
 
-def _restore(ckpt, engine, data_rng, loop_rng, say) -> None:
-    """Put the checkpoint's weights, optimizer state and generator states back in place."""
+def _restore(ckpt, engine, data_rng, loop_rng, say, dist) -> None:
+    """Put the checkpoint's weights, optimizer state and generator states back in place;
+    under DDP each rank takes back its own engine generators (dropout)."""
     engine.load_weights(ckpt.weights)
     engine.load_optimizer_state(unflatten_optimizer(ckpt.optimizer["arrays"], ckpt.optimizer, engine.param_names()))
     if ckpt.state.get("engine") == engine.name:
-        engine.load_engine_state(ckpt.state.get("engine_state", {}))
+        states = ckpt.state.get("engine_states") or [ckpt.state.get("engine_state", {})]
+        if len(states) != dist.world_size:
+            say(f"note: the checkpoint holds the random generators of {len(states)} process(es), this run has "
+                f"{dist.world_size}: ranks without their own take rank 0's, so dropout masks differ from an "
+                "uninterrupted run")
+        engine.load_engine_state(states[dist.rank] if dist.rank < len(states) else states[0])
     else:
         say(f"note: the checkpoint was made by the {ckpt.state.get('engine')} engine; its random generators "
             f"(dropout) do not carry over to {engine.name}")

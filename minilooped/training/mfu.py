@@ -185,19 +185,25 @@ def training_flops_per_token(config, named_numels, n_loops: int | None = None) -
 PEAK_FLOPS = {
     "H100 SXM": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},
     "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12},
+    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},  # the H100 SXM's chip, more memory
     "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
     "V100": {"fp16": 125e12, "fp32": 15.7e12},
     "L4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
     "T4": {"fp16": 65e12, "fp32": 8.1e12},
+    # GeForce: tensor-core peaks with float32 accumulation (what autocast uses), half the
+    # float16-accumulate figure on the box.
+    "RTX 4090": {"bf16": 165.2e12, "fp16": 165.2e12, "tf32": 82.6e12, "fp32": 82.6e12},
 }
 # How torch.cuda.get_device_name() spells them: "NVIDIA H100 80GB HBM3" is the SXM part.
 _ALIASES = [
     (r"H100.*(SXM|HBM3)", "H100 SXM"),
     (r"H100.*PCIe", "H100 PCIe"),
+    (r"H200", "H200"),
     (r"A100", "A100"),
     (r"V100", "V100"),
     (r"\bL4\b", "L4"),
     (r"\bT4\b", "T4"),
+    (r"RTX 4090", "RTX 4090"),
 ]
 
 
