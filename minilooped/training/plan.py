@@ -27,8 +27,8 @@ Memory per GPU. DDP keeps a whole copy of the model on every GPU:
 N counts every parameter once (tied ones once). Not counted: the CUDA context
 (~0.5 GB), the allocator's slack and torch.compile's workspace; leave 10-20% free.
 
-Time. With F FLOPs per token (mfu.flops_per_token: 6 N + 12 L H Q T, every looped
-application counted) the step takes
+Time. With F FLOPs per token (mfu.flops_per_token: 6 N + 12 L H Q T per application with
+gradient, a third of that per no-grad loop) the step takes
 
     t_step = tokens_per_step x F / (n_gpus x peak x MFU)
 
@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .mfu import PEAK_FLOPS, block_uses, precision_of
+from .mfu import PEAK_FLOPS, block_uses, forward_flops_per_token, precision_of
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def make_plan(cfg, model_config, named_numels, flops_per_token: float) -> Plan:
     step_s = tokens_per_step * flops_per_token / rate
     n_evals = cfg.max_iters // cfg.eval_interval + 1
     eval_tokens = n_evals * 2 * cfg.eval_iters * B * T  # both splits, rank 0 alone
-    eval_s = eval_tokens * (flops_per_token / 3) / (peak * cfg.plan_mfu)  # forward only: 2 of the 6 N
+    eval_s = eval_tokens * forward_flops_per_token(model_config, named_numels) / (peak * cfg.plan_mfu)  # no backward
     n_params = sum(n for _, n in named_numels)
     return Plan(name=cfg.name, gpu=cfg.gpu, n_gpus=cfg.n_gpus, mfu=cfg.plan_mfu, price=cfg.gpu_price or gpu.price,
                 tokens_per_step=tokens_per_step, steps=cfg.max_iters, total_tokens=tokens_per_step * cfg.max_iters,
@@ -182,7 +182,7 @@ def format_plan(plan: Plan, cfg, model_config) -> str:
     T = model_config.block_size
     lines = [
         f"plan of {plan.name or 'the run'}: {model_config.variant} model, {plan.params / 1e6:.2f}M parameters, "
-        f"{plan.flops_per_token / 1e9:.3f} GFLOP per token (6 N + 12 L H Q T, every looped application counted)",
+        f"{plan.flops_per_token / 1e9:.3f} GFLOP per token (6 N + 12 L H Q T, loop-aware: no-grad loops count forward only)",
         f"  tokens per step   {cfg.batch_size} x {T} x {cfg.grad_accum} micro-batches = {plan.tokens_per_step:,} "
         f"({plan.micro_batches_per_gpu} micro-batches per GPU on {plan.n_gpus} GPU{'s' if plan.n_gpus > 1 else ''})",
         f"  steps             {plan.steps:,}",
