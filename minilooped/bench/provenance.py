@@ -1,4 +1,5 @@
-"""Where a benchmark's numbers came from: the record every ``--json`` result file carries."""
+"""Where a result's numbers came from: the record every ``--json`` benchmark file and every
+study result (minilooped.experiments) carries."""
 from __future__ import annotations
 
 import datetime
@@ -14,16 +15,21 @@ def machine() -> dict:
             "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
-def provenance(argv) -> dict:
-    """How a result file was made: command, commit, machine, date."""
+def record(command: str) -> dict:
+    """How a result file was made: command, commit (and whether the work tree had uncommitted
+    changes in minilooped/), machine, date."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                                   cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
-    return {"command": " ".join(["python", "-m", "minilooped.bench", *argv]),
+    return {"command": command,
             "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--", "..")),
             "machine": machine(),
-            "threads": THREADS,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def provenance(argv) -> dict:
+    """A benchmark's record: :func:`record` of its command, and the thread count."""
+    return {**record(" ".join(["python", "-m", "minilooped.bench", *argv])), "threads": THREADS}
