@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"summary of {len(summary['runs'])} runs written ({summary['provenance']['wall_time_s']:.0f} s)")
+    done = sum(1 for r in summary["runs"].values() if r["seeds"])
+    print(f"summary written: {done} of {len(summary['runs'])} runs have results ({summary['provenance']['wall_time_s']:.0f} s)")
     return 0
 
 

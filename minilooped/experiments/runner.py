@@ -27,9 +27,10 @@ from ..atomic import atomic_write_json
 from ..bench.provenance import record
 from ..training import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, apply_overrides,
                         latest_checkpoint, load_config, train)
+from .cost import study_seconds
 from .measurements import DEFAULT_MEASUREMENTS, Trained, check_specs, measure
 from .study import Run, Study
-from .summary import read_results, summarise
+from .summary import _jsonable, read_results, summarise
 
 
 def root() -> Path:
@@ -132,7 +133,7 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
     jobs = plan(study, seeds, backend, runs_dir, results_dir, only)
     argv = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python", "-m", "minilooped.experiments", *map(shlex.quote, argv)])
-    invocation = {"seeds": sorted({j.seed for j in jobs}), "backend": backend or "as configured"}
+    invocation = {"seeds": sorted({j.seed for j in jobs}), "backend": backend}  # None: each config's own
     t0 = time.perf_counter()
     for i, job in enumerate(jobs, 1):
         where = f"[{i}/{len(jobs)}] {study.name}: {job.run.label} seed {job.seed}"
@@ -152,7 +153,8 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
         log(f"{where}: {result['status']}, val loss {result['measurements'].get('final_val_loss')}")
     summary = summarise(study, {label: by_seed for label, by_seed in read_results(jobs[0].results_dir).items()
                                 if label in {r.label for r in study.runs}} if jobs else {})
-    summary["provenance"] = {**record(command), **invocation, "wall_time_s": round(time.perf_counter() - t0, 3)}
+    summary["provenance"] = {**record(command), **invocation, "wall_time_s": round(time.perf_counter() - t0, 3),
+                             "estimated_s": round(study_seconds(jobs), 1)}  # cost.py's estimate, to compare
     if jobs:
         atomic_write_json(jobs[0].results_dir / "summary.json", summary)
     return summary
@@ -193,11 +195,6 @@ def _resumable(cfg: TrainConfig, log) -> TrainConfig:
         return replace(cfg, resume=False)
     log(f"resuming from {ckpt}")
     return replace(cfg, resume=True)
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v)
-            for k, v in d.items()}
 
 
 __all__ = ["run_study", "run_job", "plan", "unavailable_runs", "Job", "config_of", "default_results_dir", "default_runs_dir", "root"]

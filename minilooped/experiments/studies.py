@@ -7,9 +7,9 @@ changes only what its chapter is about. Every run is measured with DEFAULT_MEASU
 
 Budget: each full study is sized for about 2 hours or less on 2 CPU cores with the NumPy
 core (``--backend=torch`` takes about half); ``python -m minilooped.experiments --list``
-prints the estimate (cost.py). Measured basis for the study shapes, median ms per step
-(16 x 64 tokens, 2 cores, NumPy core / torch; 2026-12-06): see the table in cost.py's
-BASIS and the report of the commit that added this file.
+prints the estimate, from the ms per step measured for these shapes on 2 cores (the
+table in cost.py's docstring). The estimates: loop_residual ~50 min, loop_stability ~70,
+fully_looped ~105, contractive ~70, recursive ~50, test_time ~60.
 
 Runs marked ``# NEW FIELD`` use GPTConfig fields or values that other work adds (fully
 looped injection "attention_first" = LT_ia and "residual" = FLT_res; ``parcae_injection``;
@@ -59,6 +59,8 @@ LOOP_STABILITY = Study(
         "step (oscillation and spikes; train_curve), which runs diverge, each depth at its own best "
         "rate and across the sweep, and val loss at test-time depths up to 32 loops, beyond the "
         "trained one. Gradient clipping stays at the course's 1.0: the norm is logged before it."),
+    # With TrainConfig.eval_loops (NEW FIELD), eval_loops="1,2,4,8,12,16" in the common overrides
+    # adds the depth curve at every evaluation (loss_curve's val_loss_loops) to see it form in training.
     runs=grid({f"loops{n}": {"n_layer": 1, "n_loops": n} for n in (2, 4, 8, 12)},
               lrs=(1e-3, 3e-3, 1e-2), max_iters=800),
     measurements=(_loops(1, 2, 4, 8, 12, 16, 24, 32),),
