@@ -228,3 +228,10 @@ def test_cli_runs_a_reduced_study_into_the_given_folders(tmp_path, capsys):
     assert sorted(r.results["lite"]) == [0, 1] and r.get("lite", "final_val_loss")["n"] == 2
     assert r.summary["provenance"]["seeds"] == [0, 1] and r.summary["reduced"] is True
     assert (runs / "lite" / "seed1" / "metrics.jsonl").is_file()
+
+
+def test_reduced_and_full_results_never_mix(tmp_path):
+    dirs = _dirs(tmp_path)
+    run_study(STUDIES["loop_residual"].reduced(), only=["lite"], log=_quiet, **dirs)
+    with pytest.raises(ValueError, match="reduced.*its own --out_dir"):
+        run_study(STUDIES["loop_residual"], only=["lite"], seeds=[0], log=_quiet, **dirs)

@@ -101,6 +101,10 @@ def main(argv=None) -> int:
                             results_dir=args.out_dir, only=only, argv=argv)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        missing = unavailable_runs(study)
+        if missing:
+            print(f"{len(missing)} of the {len(study.runs)} runs of {study.name} need config fields or values this "
+                  f"version lacks ({', '.join(missing)}); --only=LABEL,... runs the others", file=sys.stderr)
         return 2
     done = sum(1 for r in summary["runs"].values() if r["seeds"])
     print(f"summary written: {done} of {len(summary['runs'])} runs have results ({summary['provenance']['wall_time_s']:.0f} s)")

@@ -126,13 +126,18 @@ def loss_curve(run: Trained):
 
 @measurement("train_curve", on_diverged=True)
 def train_curve(run: Trained, points: int = 200):
-    """Step, minibatch loss and gradient norm (before clipping) of at most ``points`` logged
-    steps, evenly spaced: gradient oscillation is visible, the file stays small."""
+    """Step, minibatch loss, gradient norm (before clipping) and any other per-step series the
+    log holds (Parcae's sampled n_loops, diagnostics a training hook adds) of at most
+    ``points`` logged steps, evenly spaced: oscillation stays visible, the file stays small."""
     rows = run.log.train
     every = max(1, -(-len(rows) // points))  # ceil
     rows = rows[::every]
-    return {"step": [r["step"] for r in rows], "loss": [r.get("loss") for r in rows],
-            "grad_norm": [r.get("grad_norm") for r in rows]}
+    keys = ["step", "loss", "grad_norm"]
+    keys += sorted({k for r in rows for k in r} - set(keys) - _SPEED_KEYS)
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+_SPEED_KEYS = {"kind", "lr", "tokens", "dt_ms", "tok_per_s", "mfu", "elapsed"}  # the same in every run of a config
 
 
 @measurement("train_seconds")

@@ -17,6 +17,7 @@ most the steps since the last checkpoint. Every file is written atomically.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -138,7 +139,7 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
     for i, job in enumerate(jobs, 1):
         where = f"[{i}/{len(jobs)}] {study.name}: {job.run.label} seed {job.seed}"
         if job.result_path.is_file():
-            log(f"{where}: done already ({job.result_path})")
+            _check_done(job, log, where)
             continue
         missing = [n for n in job.run.needs if not job.result_path_of(n).is_file()]
         if missing:
@@ -151,13 +152,28 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
                                 "wall_time_s": round(time.perf_counter() - start, 3)}
         atomic_write_json(job.result_path, result)
         log(f"{where}: {result['status']}, val loss {result['measurements'].get('final_val_loss')}")
-    summary = summarise(study, {label: by_seed for label, by_seed in read_results(jobs[0].results_dir).items()
-                                if label in {r.label for r in study.runs}} if jobs else {})
+    results = read_results(jobs[0].results_dir) if jobs else {}
+    summary = summarise(study, {label: {seed: r for seed, r in by_seed.items() if r.get("study") == study.name}
+                                for label, by_seed in results.items()})
     summary["provenance"] = {**record(command), **invocation, "wall_time_s": round(time.perf_counter() - t0, 3),
                              "estimated_s": round(study_seconds(jobs), 1)}  # cost.py's estimate, to compare
     if jobs:
         atomic_write_json(jobs[0].results_dir / "summary.json", summary)
     return summary
+
+
+def _check_done(job: Job, log, where: str) -> None:
+    """A finished job is skipped; say so, and refuse a result of the other version of the study."""
+    done = json.loads(job.result_path.read_text(encoding="utf-8"))
+    if done.get("reduced") != job.study.is_reduced:
+        raise ValueError(f"{job.result_path} holds a result of the {'reduced' if done.get('reduced') else 'full'} "
+                         f"study {done.get('study')!r}: give the {'full' if done.get('reduced') else 'reduced'} "
+                         "one its own --out_dir")
+    if done.get("overrides") != _jsonable(job.run.overrides):
+        log(f"{where}: done already, but with other settings than the study's now ({job.result_path}); "
+            "delete that file (and the run folder) to run it again")
+    else:
+        log(f"{where}: done already ({job.result_path})")
 
 
 def run_job(job: Job, log=print) -> dict:
@@ -169,13 +185,16 @@ def run_job(job: Job, log=print) -> dict:
     cfg = job.cfg
     if job.run.prepare is not None:
         cfg = apply_overrides(cfg, job.run.prepare(job))
+    cfg = _resumable(cfg, log)
     status, note = "finished", None
     try:
-        train(_resumable(cfg, log))
-    except CheckpointError as e:  # the study changed since the checkpoint was written
-        log(f"note: cannot resume {job.run_dir} ({e}); training it afresh")
-        train(replace(cfg, resume=False))
-    except TrainingDiverged as e:
+        try:
+            train(cfg)
+        except CheckpointError as e:  # the study changed since the checkpoint was written
+            log(f"note: cannot resume {job.run_dir} ({e}); training it afresh")
+            cfg = replace(cfg, resume=False)
+            train(cfg)
+    except TrainingDiverged as e:  # a result too: which settings diverge is what chapter 6 measures
         status, note = "diverged", str(e)
     trained = Trained(cfg, job.run_dir)
     try:
