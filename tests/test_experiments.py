@@ -235,3 +235,11 @@ def test_reduced_and_full_results_never_mix(tmp_path):
     run_study(STUDIES["loop_residual"].reduced(), only=["lite"], log=_quiet, **dirs)
     with pytest.raises(ValueError, match="reduced.*its own --out_dir"):
         run_study(STUDIES["loop_residual"], only=["lite"], seeds=[0], log=_quiet, **dirs)
+
+
+def test_best_rate_of_each_variant(tmp_path):
+    loss = {"a_lr0.001": 2.0, "a_lr0.004": 1.5, "b_lr0.001": 1.8, "b_lr0.004": None}  # None: diverged
+    study = Study("sweep", measures="best lr", seeds=(0, 1), runs=tuple(
+        Run(label, evaluate=lambda job, v=v: {"final_val_loss": v}) for label, v in loss.items()))
+    run_study(study, log=_quiet, **_dirs(tmp_path))
+    assert load("sweep", _dirs(tmp_path)["results_dir"]).best() == {"a": "a_lr0.004", "b": "b_lr0.001"}

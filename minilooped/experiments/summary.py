@@ -96,6 +96,18 @@ class StudyResults:
             out = out[k]
         return out
 
+    def best(self, measurement: str = "final_val_loss", group=lambda label: label.rsplit("_lr", 1)[0]) -> dict:
+        """{group: the label with the lowest mean} of a learning-rate sweep (labels ``<variant>_lr<lr>``
+        from :func:`~minilooped.experiments.grid`): each variant at its own best rate. Runs
+        that diverged at every seed have no mean and are never best."""
+        out: dict = {}
+        for label in self.labels:
+            mean = self.summary["runs"][label]["measurements"].get(measurement, {}).get("mean")
+            g = group(label)
+            if mean is not None and (g not in out or mean < out[g][1]):
+                out[g] = (label, mean)
+        return {g: label for g, (label, _) in out.items()}
+
     def values(self, label: str, measurement: str) -> dict:
         """{seed: value} of one measurement of one run: the numbers behind the mean."""
         return {s: r["measurements"].get(measurement) for s, r in self.results.get(label, {}).items()}
