@@ -243,3 +243,17 @@ def test_best_rate_of_each_variant(tmp_path):
         Run(label, evaluate=lambda job, v=v: {"final_val_loss": v}) for label, v in loss.items()))
     run_study(study, log=_quiet, **_dirs(tmp_path))
     assert load("sweep", _dirs(tmp_path)["results_dir"]).best() == {"a": "a_lr0.004", "b": "b_lr0.001"}
+
+
+def test_every_full_study_is_estimated_within_two_hours_on_two_cores():
+    from minilooped.experiments.cost import estimate, step_ms
+    from minilooped.models import GPTConfig
+
+    # the fit in cost.py's docstring: 10 ms + 11.7 ms per MFLOP/token of a looped model
+    default = GPTConfig.from_preset("shakespeare-loop-residual", vocab_size=80)  # 5.21472 MFLOP/token, as logged
+    assert step_ms(default, 16 * 64) == pytest.approx(10 + 11.7 * 5.21472, rel=1e-4)
+    assert step_ms(default, 16 * 64, "torch") == pytest.approx(step_ms(default, 16 * 64) / 2)
+    for name, study in STUDIES.items():
+        seconds, jobs, _ = estimate(study)
+        assert len(jobs) == sum(len(study.seeds_of(r)) for r in study.runs)
+        assert 600 < seconds <= 2 * 3600, (name, seconds)

@@ -17,8 +17,8 @@ import argparse
 import sys
 
 from ..training import ConfigError
-from .cost import format_seconds, study_seconds
-from .runner import plan, run_study, unavailable_runs
+from .cost import estimate, format_seconds
+from .runner import run_study, unavailable_runs
 from .studies import STUDIES, get_study
 
 
@@ -37,8 +37,8 @@ def describe(study) -> str:
     """The study's --list entry: name, runs, full cost on 2 CPU cores, what it measures."""
     import textwrap
 
-    jobs, stand_ins = estimate_plan(study)
-    cost = (f"{len(jobs)} trainings, about {format_seconds(study_seconds(jobs))} on 2 CPU cores "
+    seconds, jobs, stand_ins = estimate(study)
+    cost = (f"{len(jobs)} trainings, about {format_seconds(seconds)} on 2 CPU cores "
             "(NumPy core; about half with --backend=torch)")
     if stand_ins:
         cost += (f"\n    needs fields this version lacks (estimated as the nearest model): "
@@ -46,28 +46,6 @@ def describe(study) -> str:
     body = textwrap.fill(study.measures, width=96, initial_indent="    ", subsequent_indent="    ")
     return f"{study.name}  (chapter {study.chapter}; {len(study.runs)} runs, seeds {list(study.seeds)})\n" \
            f"    {cost}\n{body}"
-
-
-def estimate_plan(study):
-    """The study's jobs for the cost estimate. A run that needs a config field or value this
-    version does not have yet (see studies.py) is planned without it, as the nearest existing
-    model: the cost is the same to within the estimate's accuracy. Returns (jobs, those runs)."""
-    import dataclasses
-
-    from ..models.config import INJECTIONS, GPTConfig
-    from ..training import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(GPTConfig)}
-    missing = unavailable_runs(study)
-    runs = []
-    for run in study.runs:
-        if run.label in missing:
-            over = {k: v for k, v in run.overrides.items() if k in known}
-            if over.get("injection", "attention") not in INJECTIONS:
-                over["injection"] = "attention"
-            run = dataclasses.replace(run, overrides=over)
-        runs.append(run)
-    return plan(dataclasses.replace(study, runs=tuple(runs))), list(missing)
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ MS_PER_MFLOP = {"gpt2": 7.8, "fully_looped": 18.3}  # per MFLOP/token at 1024 to
 MS_PER_MFLOP_LOOPED = 11.7  # loop_residual, contractive, parcae, recursive
 BACKEND_FACTOR = {"numpy": 1.0, "cupy": 1.0, "torch": 0.5}  # cupy on a GPU: not estimated, as numpy
 SETUP_S = 3.0  # per run: data, engine, checkpoints, provenance
-CHAR_VOCAB = 65  # Shakespeare's characters, when the data is not prepared yet
+CHAR_VOCAB = 80  # the characters of the prepared Shakespeare (meta.json), when it is not prepared yet
 
 
 def step_ms(mc, tokens: int, backend: str = "numpy") -> float:
@@ -60,6 +60,31 @@ def job_seconds(cfg, measurements=()) -> float:
 
 def study_seconds(jobs) -> float:
     return sum(job_seconds(j.cfg, j.study.measurements) if j.cfg is not None else SETUP_S for j in jobs)
+
+
+def estimate(study):
+    """(seconds, jobs, stand-ins): the full study's estimated cost. A run that needs a config
+    field or value this version does not have yet (see studies.py) is estimated without it, as
+    the nearest existing model (the same cost within the estimate's accuracy); those runs are
+    the stand-ins."""
+    import dataclasses
+
+    from ..models.config import INJECTIONS, GPTConfig
+    from ..training import TrainConfig
+    from .runner import plan, unavailable_runs  # the runner imports this file
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(GPTConfig)}
+    missing = unavailable_runs(study)
+    runs = []
+    for run in study.runs:
+        if run.label in missing:
+            over = {k: v for k, v in run.overrides.items() if k in known}
+            if over.get("injection", "attention") not in INJECTIONS:
+                over["injection"] = "attention"
+            run = dataclasses.replace(run, overrides=over)
+        runs.append(run)
+    jobs = plan(dataclasses.replace(study, runs=tuple(runs)))
+    return study_seconds(jobs), jobs, list(missing)
 
 
 def _vocab(cfg) -> int:
@@ -95,4 +120,4 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-__all__ = ["step_ms", "job_seconds", "study_seconds", "format_seconds"]
+__all__ = ["step_ms", "job_seconds", "study_seconds", "estimate", "format_seconds"]
