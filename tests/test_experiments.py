@@ -257,3 +257,24 @@ def test_every_full_study_is_estimated_within_two_hours_on_two_cores():
         seconds, jobs, _ = estimate(study)
         assert len(jobs) == sum(len(study.seeds_of(r)) for r in study.runs)
         assert 600 < seconds <= 2 * 3600, (name, seconds)
+
+
+def test_train_curve_bins_keep_means_and_spikes(tmp_path):
+    from minilooped.experiments.measurements import train_curve
+    from minilooped.training.metrics import MetricsLogger
+
+    norms = [1.0, 9.0, 2.0, 2.0, 3.0]
+    with MetricsLogger(tmp_path / "metrics.jsonl") as log:
+        log.log("start", params=1)
+        for step, g in enumerate(norms):
+            log.log("train", step=step, loss=float(step), grad_norm=g, lr=0.1, dt_ms=1.0, n_loops=step % 2 + 1)
+
+    from types import SimpleNamespace
+
+    from minilooped.training.results import load_run
+
+    c = train_curve(SimpleNamespace(log=load_run(tmp_path)), points=3)  # what it reads of a Trained  # bins of 2 steps: [0, 1], [2, 3], [4]
+    assert c["step"] == [0, 2, 4]
+    assert c["grad_norm"] == [5.0, 2.0, 3.0] and c["grad_norm_max"] == [9.0, 2.0, 3.0]
+    assert c["loss"] == [0.5, 2.5, 4.0] and c["n_loops"] == [1.5, 1.5, 1.0]
+    assert "lr" not in c and "dt_ms" not in c

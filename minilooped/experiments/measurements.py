@@ -125,16 +125,27 @@ def loss_curve(run: Trained):
 
 
 @measurement("train_curve", on_diverged=True)
-def train_curve(run: Trained, points: int = 200):
-    """Step, minibatch loss, gradient norm (before clipping) and any other per-step series the
-    log holds (Parcae's sampled n_loops, diagnostics a training hook adds) of at most
-    ``points`` logged steps, evenly spaced: oscillation stays visible, the file stays small."""
+def train_curve(run: Trained, points: int = 100):
+    """The logged steps in at most ``points`` bins of equal length: the first step of each bin,
+    the mean of every per-step series in it (minibatch loss, gradient norm before clipping,
+    Parcae's sampled n_loops, diagnostics a training hook adds) and the largest gradient norm
+    (grad_norm_max), so that a spike between two points still shows."""
     rows = run.log.train
     every = max(1, -(-len(rows) // points))  # ceil
-    rows = rows[::every]
-    keys = ["step", "loss", "grad_norm"]
-    keys += sorted({k for r in rows for k in r} - set(keys) - _SPEED_KEYS)
-    return {k: [r.get(k) for r in rows] for k in keys}
+    bins = [rows[i:i + every] for i in range(0, len(rows), every)]
+    keys = ["loss", "grad_norm"]
+    keys += sorted({k for r in rows for k in r} - set(keys) - _SPEED_KEYS - {"step"})
+    out = {"step": [b[0]["step"] for b in bins]}
+    for k in keys:
+        out[k] = [_mean([r.get(k) for r in b]) for b in bins]
+    out["grad_norm_max"] = [max((r["grad_norm"] for r in b if r.get("grad_norm") is not None), default=None)
+                            for b in bins]
+    return out
+
+
+def _mean(xs):
+    xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return sum(xs) / len(xs) if xs else None
 
 
 _SPEED_KEYS = {"kind", "lr", "tokens", "dt_ms", "tok_per_s", "mfu", "elapsed"}  # the same in every run of a config

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, atomic_write_text
 from ..bench.provenance import record
 from ..training import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, apply_overrides,
                         latest_checkpoint, load_config, train)
@@ -157,8 +157,8 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
                                 for label, by_seed in results.items()})
     summary["provenance"] = {**record(command), **invocation, "wall_time_s": round(time.perf_counter() - t0, 3),
                              "estimated_s": round(study_seconds(jobs), 1)}  # cost.py's estimate, to compare
-    if jobs:
-        atomic_write_json(jobs[0].results_dir / "summary.json", summary)
+    if jobs:  # compact: a study's curves over all its runs make a few hundred kB of numbers
+        atomic_write_text(jobs[0].results_dir / "summary.json", json.dumps(summary) + "\n")
     return summary
 
 
