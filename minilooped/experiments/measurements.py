@@ -1,7 +1,7 @@
 """Measurements: named functions run after a training run, returning JSON numbers and lists.
 
 Each takes a :class:`Trained` (the run's config, its metrics log, and on demand its trained
-engine and data) plus keyword arguments from the study, and returns numbers, lists or
+engine, built from the last checkpoint in a few milliseconds, and its data) plus keyword arguments from the study, and returns numbers, lists or
 dicts of them; the summary (summary.py) gives mean and spread over seeds of every
 number, elementwise for lists, key by key for dicts. Adding one is a few lines::
 
@@ -36,7 +36,6 @@ from ..training.results import load_run
 class Measurement:
     name: str
     fn: Callable
-    uses_model: bool  # builds the trained engine (a few ms for the course's models)
     on_diverged: bool  # still taken when training diverged
 
 
@@ -47,12 +46,12 @@ DEFAULT_MEASUREMENTS = ("final_train_loss", "final_val_loss", "loss_curve", "tra
                         "ms_per_step", "params", "flops_per_token")
 
 
-def measurement(name: str, uses_model: bool = False, on_diverged: bool = False):
+def measurement(name: str, on_diverged: bool = False):
     """Register ``fn(run: Trained, **kwargs)`` under ``name``."""
     def register(fn):
         if name in MEASUREMENTS:
             raise ValueError(f"measurement {name!r} is registered twice")
-        MEASUREMENTS[name] = Measurement(name, fn, uses_model, on_diverged)
+        MEASUREMENTS[name] = Measurement(name, fn, on_diverged)
         return fn
     return register
 
@@ -177,7 +176,7 @@ def flops_per_token(run: Trained):
 
 
 # ---------------------------------------------------------------------- on the trained model
-@measurement("val_loss_by_loops", uses_model=True)
+@measurement("val_loss_by_loops")
 def val_loss_by_loops(run: Trained, loops=(1, 2, 4, 8)):
     """Val loss on the fixed val batches with the looped group run k times, for each k: the
     depth curve (test-time compute). null where the model cannot run k loops (gpt2 beyond 1,
@@ -191,7 +190,7 @@ def val_loss_by_loops(run: Trained, loops=(1, 2, 4, 8)):
     return {"loops": list(loops), "val_loss": out}
 
 
-@measurement("parcae_rho", uses_model=True)
+@measurement("parcae_rho")
 def parcae_rho(run: Trained):
     """Parcae: the spectral radius rho(A_bar) of the injection's state matrix, max |diag| for
     the diagonal A_bar = exp(Delta A) (< 1 by construction), and its mean diagonal entry."""
