@@ -278,3 +278,14 @@ def test_train_curve_bins_keep_means_and_spikes(tmp_path):
     assert c["grad_norm"] == [5.0, 2.0, 3.0] and c["grad_norm_max"] == [9.0, 2.0, 3.0]
     assert c["loss"] == [0.5, 2.5, 4.0] and c["n_loops"] == [1.5, 1.5, 1.0]
     assert "lr" not in c and "dt_ms" not in c
+
+
+def test_a_run_that_needs_an_unfinished_run_waits(tmp_path):
+    said = []
+    study = Study("needs", measures="order", seeds=(0,), runs=(
+        Run("source", overrides={**REDUCED, "learning_rate": 1e4, "min_lr": 1e3, "grad_clip": 0.0, "warmup_iters": 0}),
+        Run("user", evaluate=lambda job: {"x": 1}, needs=("source",))))
+    with np.errstate(all="ignore"):
+        summary = run_study(study, log=said.append, **_dirs(tmp_path))
+    assert summary["runs"]["source"]["diverged"] == [0] and summary["runs"]["user"]["seeds"] == []
+    assert any("needs run(s) ['source']" in s for s in said)

@@ -141,9 +141,9 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
         if job.result_path.is_file():
             _check_done(job, log, where)
             continue
-        missing = [n for n in job.run.needs if not job.result_path_of(n).is_file()]
+        missing = [n for n in job.run.needs if _status(job.result_path_of(n)) != "finished"]
         if missing:
-            log(f"{where}: skipped, it needs run(s) {missing} at seed {job.seed}, which have no result")
+            log(f"{where}: skipped, it needs run(s) {missing} at seed {job.seed}, which did not finish")
             continue
         log(f"{where}: {'evaluating' if job.run.evaluate else 'training'} in {job.run_dir}")
         start = time.perf_counter()
@@ -160,6 +160,10 @@ def run_study(study: Study, seeds=None, backend: str | None = None, runs_dir=Non
     if jobs:  # compact: a study's curves over all its runs make a few hundred kB of numbers
         atomic_write_text(jobs[0].results_dir / "summary.json", json.dumps(summary) + "\n")
     return summary
+
+
+def _status(path: Path) -> str | None:
+    return json.loads(path.read_text(encoding="utf-8")).get("status") if path.is_file() else None
 
 
 def _check_done(job: Job, log, where: str) -> None:
