@@ -69,12 +69,18 @@ LOOP_STABILITY = Study(
 # ---------------------------------------------------------------------- chapter 7
 # 2 blocks (so that injecting at the first block only, LT_ia, differs from every block, FLT),
 # 64 wide so that 12 loops of 2 blocks fit the budget.
+# Cost warning (measured 2026-12-06, NumPy core, at initialisation): with attention injection
+# the gradient reaching the early loops is ~1e-36 at K = 12, below float32's smallest normal
+# number, and matrix products on such subnormal numbers are ~1000x slower on x86 CPUs: an FLT
+# step takes ~1.3x the default model's at K = 6 but ~6x at K = 9 and ~15-18x at K = 12 (the
+# forward pass stays linear in K). Until the core flushes subnormal gradients to zero, the
+# estimate below is low for FLT_K9 and FLT_K12 (see the report of the commit adding this note).
 _FL = dict(config="shakespeare-fully-looped", n_layer=2, n_embd=64, n_head=4)
 _FL_VARIANTS = {
     "LT": {"injection": "none"},  # plain re-feed x <- h^{k-1}
     "LT_i": {"injection": "additive"},  # x = n(E + h^{k-1})
     "LT_ia": {"injection": "attention_first"},  # NEW FIELD value: query injection at layer 0 only
-    "FLT_res": {"injection": "residual"},  # NEW FIELD value: FLT without the restart of the stream
+    "FLT_res": {"injection": "residual"},  # NEW FIELD value: FLT_res (its definition: models/fully_looped.py)
     "FLT": {"injection": "attention"},  # the paper: restart + query injection at every layer
 }
 FULLY_LOOPED = Study(
