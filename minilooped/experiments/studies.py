@@ -1,0 +1,218 @@
+"""The studies of part II, one per chapter (5-10): what each trains and measures.
+
+All train character-level Shakespeare models of the course's CPU size (128 wide, 4 heads,
+context 64, 16 sequences per step) from the shipped ``shakespeare-*`` configs, so a study
+changes only what its chapter is about. Every run is measured with DEFAULT_MEASUREMENTS
+(final losses, loss and gradient-norm curves, time, size, FLOPs) plus the study's own.
+
+Budget: each full study is sized for about 2 hours or less on 2 CPU cores with the NumPy
+core (``--backend=torch`` takes about half); ``python -m minilooped.experiments --list``
+prints the estimate, from the ms per step measured for these shapes on 2 cores (the
+table in cost.py's docstring). The estimates: loop_residual ~50 min, loop_stability ~70,
+fully_looped ~105, contractive ~70, recursive ~50, test_time ~60.
+
+Runs marked ``# NEW FIELD`` use GPTConfig fields or values that other work adds (fully
+looped injection "attention_first" = LT_ia and "residual" = FLT_res; ``parcae_injection``;
+``loop_sampling``; TrainConfig ``eval_loops``). Until they exist, ``plan`` refuses those
+runs with the config's own error; ``--only`` runs the others.
+
+Measurements still to plug in when their functions land (one line each in
+measurements.py, then add the name to the studies below): the loop diagnostics (per-loop
+hidden-state norms, logit lens, gradient norms, Jacobian spectral norm) for chapters 5-8,
+and the depth fit L(T) = L_inf + A exp(-T / tau) for chapter 10.
+"""
+from __future__ import annotations
+
+from .study import Run, Study, grid
+
+
+def _loops(*ks):
+    return ("val_loss_by_loops", {"loops": list(ks)})
+
+
+# ---------------------------------------------------------------------- chapter 5
+LOOP_RESIDUAL = Study(
+    "loop_residual", chapter="5 Loop-Residual",
+    measures=(
+        "Loop-Residual (arXiv 2409.14199) at CPU scale: one block against the same block looped "
+        "twice at equal parameters (lite vs loop_1x2); 2k unique blocks against k blocks looped n "
+        "times (gpt2_4 vs loop_2x2 vs loop_1x4, and gpt2_2 vs loop_1x2), which are also the "
+        "comparisons at equal FLOPs per token; and each looped model's val loss when run for "
+        "1 to 8 loops at inference (the per-loop view of a trained model)."),
+    runs=grid({
+        "lite": {"config": "shakespeare-gpt2-lite"},  # 1 block, applied once
+        "loop_1x2": {"n_layer": 1, "n_loops": 2},  # the same parameters, applied twice
+        "gpt2_2": {"config": "shakespeare-gpt2", "n_layer": 2},  # the FLOPs of loop_1x2, 2x the blocks
+        "loop_1x4": {"n_layer": 1, "n_loops": 4},  # the course's default model
+        "loop_2x2": {"n_layer": 2, "n_loops": 2},  # k = 2 blocks looped n = 2 times
+        "gpt2_4": {"config": "shakespeare-gpt2"},  # 2k = 4 unique blocks: the FLOPs of the two above
+    }, max_iters=3000),
+    measurements=(_loops(1, 2, 3, 4, 6, 8),),
+)
+
+# ---------------------------------------------------------------------- chapter 6
+LOOP_STABILITY = Study(
+    "loop_stability", chapter="6 Why loops break",
+    measures=(
+        "Plain looping (loop_residual, 1 block) from 2 to 12 loops, each at three learning rates "
+        "(1e-3, 3e-3, 1e-2; the shipped 4e-3 lies between): final loss, the gradient norm of every "
+        "step (oscillation and spikes; train_curve), which runs diverge, each depth at its own best "
+        "rate and across the sweep, and val loss at test-time depths up to 32 loops, beyond the "
+        "trained one. Gradient clipping stays at the course's 1.0: the norm is logged before it."),
+    # With TrainConfig.eval_loops (NEW FIELD), eval_loops="1,2,4,8,12,16" in the common overrides
+    # adds the depth curve at every evaluation (loss_curve's val_loss_loops) to see it form in training.
+    runs=grid({f"loops{n}": {"n_layer": 1, "n_loops": n} for n in (2, 4, 8, 12)},
+              lrs=(1e-3, 3e-3, 1e-2), max_iters=800),
+    measurements=(_loops(1, 2, 4, 8, 12, 16, 24, 32),),
+)
+
+# ---------------------------------------------------------------------- chapter 7
+# 2 blocks (so that injecting at the first block only, LT_ia, differs from every block, FLT),
+# 64 wide so that 12 loops of 2 blocks fit the budget.
+# Cost warning (measured 2026-12-06, NumPy core, at initialisation): with attention injection
+# the gradient reaching the early loops is ~1e-36 at K = 12, below float32's smallest normal
+# number, and matrix products on such subnormal numbers are ~1000x slower on x86 CPUs: an FLT
+# step takes ~1.3x the default model's at K = 6 but ~6x at K = 9 and ~15-18x at K = 12 (the
+# forward pass stays linear in K). Until the core flushes subnormal gradients to zero, the
+# estimate below is low for FLT_K9 and FLT_K12 (see the report of the commit adding this note).
+_FL = dict(config="shakespeare-fully-looped", n_layer=2, n_embd=64, n_head=4)
+_FL_VARIANTS = {
+    "LT": {"injection": "none"},  # plain re-feed x <- h^{k-1}
+    "LT_i": {"injection": "additive"},  # x = n(E + h^{k-1})
+    "LT_ia": {"injection": "attention_first"},  # NEW FIELD value: query injection at layer 0 only
+    "FLT_res": {"injection": "residual"},  # NEW FIELD value: FLT_res (its definition: models/fully_looped.py)
+    "FLT": {"injection": "attention"},  # the paper: restart + query injection at every layer
+}
+FULLY_LOOPED = Study(
+    "fully_looped", chapter="7 Fully Looped Transformer",
+    measures=(
+        "The Fully Looped Transformer (arXiv 2605.18797) against its baselines LT, LT_i, LT_ia and "
+        "FLT_res, each at 6, 9 and 12 loops of 2 blocks (64 wide), 3 seeds at the shipped rate: "
+        "final loss, gradient-norm curves, val loss at other loop counts; plus a learning-rate sweep "
+        "(1e-3, 2e-3, 8e-3 besides 4e-3) at 12 loops, one seed, for the stability comparison."),
+    runs=(
+        grid({f"{v}_K{k}": {**_FL, **inj, "n_loops": k} for v, inj in _FL_VARIANTS.items() for k in (6, 9, 12)},
+             max_iters=600)
+        + grid({f"{v}_K12": {**_FL, **inj, "n_loops": 12} for v, inj in _FL_VARIANTS.items()},
+               lrs=(1e-3, 2e-3, 8e-3), lr_seeds=(0,), max_iters=600)),
+    measurements=(_loops(2, 4, 6, 9, 12, 16, 24),),
+    reduced_runs=tuple(f"{v}_K{k}" for v in _FL_VARIANTS for k in (6, 9, 12)),  # the sweep only changes lr
+)
+
+# ---------------------------------------------------------------------- chapter 8
+CONTRACTIVE = Study(
+    "contractive", chapter="8 Contractive depth",
+    measures=(
+        "SCORE (arXiv 2603.10544): 1 block, 4 loops, the Euler step dt in {1/8, 1/4, 1/2, 1} for both "
+        "readings of F (the whole block, or its residual branch); Parcae (arXiv 2604.12946) at the "
+        "shipped budget (prelude 1 + recurrent 1 + coda 1, 4 loops on average) with diagonal, additive "
+        "and linear injections and with loop counts sampled per sequence or per batch: loss, "
+        "rho(A_bar) after training, gradient-norm curves, and val loss from 1 to 32 loops."),
+    runs=(
+        grid({f"score_{f}_dt{dt:g}": {"config": "shakespeare-contractive", "dt": dt, "score_f": f}
+              for f in ("block", "branch") for dt in (0.125, 0.25, 0.5, 1.0)}, max_iters=1000)
+        + grid({
+            "parcae_diagonal": {},  # the shipped model
+            "parcae_add": {"parcae_injection": "add"},  # NEW FIELD: Huginn's h + e, A_bar = I
+            "parcae_linear": {"parcae_injection": "linear"},  # NEW FIELD: a learned linear adapter
+            "parcae_per_sequence": {"loop_sampling": "sequence"},  # NEW FIELD: a loop count per sequence
+            "parcae_per_batch": {"loop_sampling": "batch"},  # NEW FIELD: one loop count per batch
+        }, config="shakespeare-parcae", max_iters=1000)),
+    measurements=(_loops(1, 2, 4, 8, 16, 32), "parcae_rho"),
+)
+
+# ---------------------------------------------------------------------- chapter 9
+
+
+def converted_from(source: str):
+    """A ``prepare`` hook: run ``source`` (a gpt2 model, same seed) converted by
+    minilooped.models.from_gpt2 as this run's model_args say (n_layer unique blocks, sharing,
+    init, lora_rank) becomes this run's starting weights (init_from)."""
+    def prepare(job):
+        path = job.run_dir / "converted.safetensors"
+        if not path.is_file():
+            from ..io import save_safetensors
+            from ..models import GPT, GPTConfig, from_gpt2
+            from ..training import load_checkpoint
+
+            ckpt = load_checkpoint(job.run_dir_of(source))
+            model = GPT(GPTConfig.from_dict(ckpt.state["model_config"]))
+            model.load_state_dict(ckpt.weights)
+            a = job.cfg.model_args
+            recursive = from_gpt2(model, a["n_layer"], sharing=a.get("sharing", "cycle"),
+                                  init=a.get("init", "stepwise"), lora_rank=a.get("lora_rank", 0))
+            save_safetensors(recursive, path)
+        return {"init_from": str(path)}
+    return prepare
+
+
+def _recursive_runs(source: str, uptrain: dict) -> tuple[Run, ...]:
+    runs = []
+    for K, inits in ((2, ("stepwise", "average", "lower")), (1, ("stepwise", "average"))):
+        for init in inits:  # with K = 1, "lower" is "stepwise" (layer 0)
+            for rank in (0, 8, 32):
+                over = {"variant": "recursive", "n_layer": K, "n_loops": 4 // K, "init": init, "lora_rank": rank,
+                        **uptrain}
+                runs.append(Run(f"K{K}_{init}_r{rank}", "shakespeare-gpt2", over, prepare=converted_from(source),
+                                needs=(source,)))
+    return tuple(runs)
+
+
+_UPTRAIN = dict(max_iters=500, learning_rate=1e-3, min_lr=1e-4, warmup_iters=20)
+RECURSIVE = Study(
+    "recursive", chapter="9 Relaxed Recursive Transformers",
+    measures=(
+        "Relaxed Recursive Transformers (arXiv 2410.20672): the course's 4-block GPT (2000 steps) "
+        "converted into K = 2 shared blocks looped twice (init stepwise, average, lower) and K = 1 "
+        "block looped 4 times (stepwise, average), strictly shared (LoRA rank 0) or relaxed (rank 8, "
+        "32), then uptrained 500 steps at lr 1e-3: parameters against loss, the loss right after "
+        "conversion (the first point of loss_curve) and after uptraining, val loss at each early "
+        "exit, against the source and a recursive model of the same shape trained from scratch."),
+    runs=(
+        Run("gpt2_source", "shakespeare-gpt2", {"max_iters": 2000}),
+        *_recursive_runs("gpt2_source", _UPTRAIN),
+        Run("K2_scratch", "shakespeare-gpt2", {"variant": "recursive", "n_layer": 2, "n_loops": 2,
+                                               "max_iters": 2000}),
+    ),
+    measurements=(_loops(1, 2, 3, 4),),
+    reduced_overrides={"warmup_iters": 2, "learning_rate": 1e-3, "min_lr": 1e-4},
+)
+
+# ---------------------------------------------------------------------- chapter 10
+TEST_TIME = Study(
+    "test_time", chapter="10 Test-time compute",
+    measures=(
+        "Loss against loops at inference, 1 to 32, for every looped variant trained at 4 loops "
+        "(Loop-Residual, Fully Looped with 1 block, SCORE, Parcae): the depth curves that the "
+        "saturating fit L(T) = L_inf + A exp(-T/tau) summarises; and the looped model against "
+        "larger unlooped ones at equal FLOPs (gpt2_4: 4 blocks, the FLOPs of 4 loops; gpt2_8: the "
+        "FLOPs of the looped model run at 8 loops)."),
+    runs=grid({
+        "loop_residual": {"n_layer": 1, "n_loops": 4},
+        "fully_looped": {"config": "shakespeare-fully-looped", "n_layer": 1, "n_loops": 4},
+        "contractive": {"config": "shakespeare-contractive"},
+        "parcae": {"config": "shakespeare-parcae"},
+        "gpt2_4": {"config": "shakespeare-gpt2"},
+        "gpt2_8": {"config": "shakespeare-gpt2", "n_layer": 8},
+    }, max_iters=2000),
+    measurements=(_loops(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),),
+)
+
+STUDIES: dict[str, Study] = {s.name: s for s in (LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
+                                                  RECURSIVE, TEST_TIME)}
+
+
+def get_study(name: str) -> Study:
+    """The study ``name``; a clear error with close matches otherwise."""
+    if name not in STUDIES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(STUDIES), n=3, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise KeyError(f"no study named {name!r}{hint}. Studies: {', '.join(STUDIES)} "
+                       "(python -m minilooped.experiments --list)")
+    return STUDIES[name]
+
+
+__all__ = ["STUDIES", "get_study", "converted_from", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
+           "CONTRACTIVE", "RECURSIVE", "TEST_TIME"]
