@@ -189,3 +189,14 @@ def test_eval_loops_is_explained_in_help(capsys):
     train_main(["--help"])
     line = next(l for l in capsys.readouterr().out.splitlines() if "--eval_loops" in l)
     assert "val loss" in line and "loop counts" in line
+
+
+def test_a_decay_over_before_the_first_depth_is_not_fitted():
+    """Parcae on Shakespeare: saturated by loop 1 or 2, a few 1e-4 nats of noise after. Any
+    tau below ~0.3 fits; the standard errors say so, and no parameters are reported."""
+    T = [1, 2, 4, 8, 16, 32]
+    L = [1.8755, 1.8716, 1.8724, 1.8727, 1.8727, 1.8727]  # measured (the closing note of issue 12)
+    fit = fit_depth_curve(T, L)
+    assert not fit["fitted"] and "do not determine" in fit["reason"] and "tau" not in fit
+    clean = fit_depth_curve(T, [1.87 + 0.5 * math.exp(-t / 3) for t in T])  # a decay the depths see
+    assert clean["fitted"] and abs(clean["tau"] - 3) < 1e-3

@@ -30,7 +30,11 @@ and the reason is said instead, when it would not mean anything:
 - the curve rises: the loss at the deepest depth is above the lowest loss by more than
   ``rise_tol`` (0.002 nats by default). Extrapolating past the trained depth breaks some
   models down (their loss climbs back); a decaying exponential would hide that;
-- curve_fit fails to converge, or converges to A <= 0 (a curve that does not decay).
+- curve_fit fails to converge, or converges to A <= 0 (a curve that does not decay);
+- the depths do not determine the fit: the standard error of A or of tau exceeds the value
+  itself (or is not finite). This happens when the loss has saturated before the smallest
+  depth measured (the decay happens between T = 0 and T = 1, where no point is): any tau
+  below about 0.3 loops fits equally well.
 
 Depths a model cannot run are skipped with a note, not refused: a gpt2 model runs at
 depth 1 only, and a recursive model only up to its n_loops (it can exit early, not loop
@@ -249,6 +253,10 @@ def fit_depth_curve(depths, losses, rise_tol: float = RISE_TOL) -> dict:
         return no(f"the fit converged to A = {A:.4g} <= 0: the curve does not decay")
     residuals = L - saturating_exp(T, *params)
     errors = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else [math.nan] * 3
+    if not np.all(np.isfinite(errors)) or errors[1] > A or errors[2] > tau:
+        return no(f"the depths do not determine the fit (A = {A:.3g} ± {errors[1]:.2g} nats, tau = {tau:.3g} ± "
+                  f"{errors[2]:.2g} loops): the loss has saturated by the smallest depth, {T[0]:g} loop"
+                  f"{'s' if T[0] != 1 else ''}; read the curve as flat at L = {L[-1]:.4f}")
     return {"fitted": True, "reason": None, "L_inf": L_inf, "A": A, "tau": tau,
             "stderr": {k: (float(v) if math.isfinite(v) else None) for k, v in zip(("L_inf", "A", "tau"), errors)},
             "rms_residual": float(np.sqrt(np.mean(residuals ** 2))),
