@@ -190,18 +190,58 @@ def val_loss_by_loops(run: Trained, loops=(1, 2, 4, 8)):
     return {"loops": list(loops), "val_loss": out}
 
 
+@measurement("depth_fit")
+def depth_fit(run: Trained, loops=(1, 2, 4, 8, 16)):
+    """The depth curve (val_loss_by_loops) and its saturating fit L(T) = L_inf + A exp(-T / tau)
+    (minilooped.training.evaluation.fit_depth_curve; ``fit.reason`` says why when no fit is
+    meaningful: a rising or flat curve, fewer than 4 depths, undetermined parameters)."""
+    from ..training.evaluation import fit_depth_curve
+
+    curve = val_loss_by_loops(run, loops)
+    points = [(k, v) for k, v in zip(curve["loops"], curve["val_loss"]) if v is not None]
+    fit = fit_depth_curve(*zip(*points)) if points else {"fitted": False, "reason": "no depth could run"}
+    return {**curve, "fit": {k: fit.get(k) for k in ("fitted", "reason", "L_inf", "A", "tau", "rms_residual")}}
+
+
+def _lab(run: Trained):
+    """The loop diagnostics of the run's framework: the core's or the mirror's (same names)."""
+    if run.cfg.backend == "torch":
+        from ..torch.models import diagnostics
+    else:
+        from ..models import diagnostics
+    return diagnostics
+
+
+@measurement("loop_diagnostics")
+def loop_diagnostics(run: Trained, sequences: int = 4, jacobian: bool = True, iters: int = 30, tol: float = 1e-3):
+    """diagnostics.loop_table on the first ``sequences`` sequences of the first val batch: per
+    loop the hidden state's RMS and relative update, the logit lens (loss, KL to the last
+    loop), the gradient norms after one backward (per loop, per layer, per block), the
+    Jacobian spectral norm of each loop's map (power iteration, ``iters`` at most) and
+    rho(A_bar) where the model has an injection. NaN (a loop with no h_t) becomes null."""
+    x, y = run.val_batches(1)[0]
+    table = _lab(run).loop_table(run.model, x[:sequences], y[:sequences], jacobian=jacobian, iters=iters, tol=tol)
+    return {k: _json(v) for k, v in table.items()}
+
+
 @measurement("parcae_rho")
 def parcae_rho(run: Trained):
-    """Parcae: the spectral radius rho(A_bar) of the injection's state matrix, max |diag| for
-    the diagonal A_bar = exp(Delta A) (< 1 by construction), and its mean diagonal entry."""
+    """Parcae: the spectral radius rho(A_bar) of the injection's map on h (diagnostics.
+    spectral_radius: max |entry| of a diagonal A_bar, max |eigenvalue| of a linear one) and the
+    mean of its diagonal."""
     trunk = run.model.transformer.trunk
-    injection = getattr(trunk, "injection", None)
-    if injection is None or not hasattr(injection, "A_bar"):
+    if not hasattr(getattr(trunk, "injection", None), "A_bar"):
         return None
-    a = np.asarray(_to_numpy(injection.A_bar()), dtype=np.float64)
-    if a.ndim == 2:  # a full matrix (a linear injection): the largest |eigenvalue|
-        return {"rho": float(np.abs(np.linalg.eigvals(a)).max()), "mean_diag": float(np.diag(a).mean())}
-    return {"rho": float(np.abs(a).max()), "mean_diag": float(a.mean())}
+    a = np.asarray(_to_numpy(trunk.injection.A_bar()), dtype=np.float64)
+    return {"rho": float(_lab(run).spectral_radius(run.model)), "mean_diag": float((np.diag(a) if a.ndim == 2 else a).mean())}
+
+
+def _json(v):
+    """A number or an array (any shape) as JSON numbers and nested lists, NaN as null."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        return float(a) if np.isfinite(a) else None
+    return [_json(x) for x in a]
 
 
 def _to_numpy(x):

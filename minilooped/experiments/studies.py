@@ -11,15 +11,10 @@ prints the estimate, from the ms per step measured for these shapes on 2 cores (
 table in cost.py's docstring). The estimates: loop_residual ~50 min, loop_stability ~70,
 fully_looped ~105, contractive ~70, recursive ~50, test_time ~60.
 
-Runs marked ``# NEW FIELD`` use GPTConfig fields or values that other work adds (fully
-looped injection "attention_first" = LT_ia and "residual" = FLT_res; ``parcae_injection``;
-``loop_sampling``; TrainConfig ``eval_loops``). Until they exist, ``plan`` refuses those
-runs with the config's own error; ``--only`` runs the others.
-
-Measurements still to plug in when their functions land (one line each in
-measurements.py, then add the name to the studies below): the loop diagnostics (per-loop
-hidden-state norms, logit lens, gradient norms, Jacobian spectral norm) for chapters 5-8,
-and the depth fit L(T) = L_inf + A exp(-T / tau) for chapter 10.
+Besides the default measurements, the studies take the loop diagnostics of the trained
+models (``loop_diagnostics``: per-loop hidden-state norms, logit lens, gradient norms,
+Jacobian spectral norm, rho(A_bar); minilooped.models.diagnostics), the depth curve
+(``val_loss_by_loops``) and, for chapter 10, its saturating fit (``depth_fit``).
 """
 from __future__ import annotations
 
@@ -47,7 +42,7 @@ LOOP_RESIDUAL = Study(
         "loop_2x2": {"n_layer": 2, "n_loops": 2},  # k = 2 blocks looped n = 2 times
         "gpt2_4": {"config": "shakespeare-gpt2"},  # 2k = 4 unique blocks: the FLOPs of the two above
     }, max_iters=3000),
-    measurements=(_loops(1, 2, 3, 4, 6, 8),),
+    measurements=(_loops(1, 2, 3, 4, 6, 8), ("loop_diagnostics", {"jacobian": False})),
 )
 
 # ---------------------------------------------------------------------- chapter 6
@@ -59,11 +54,10 @@ LOOP_STABILITY = Study(
         "step (oscillation and spikes; train_curve), which runs diverge, each depth at its own best "
         "rate and across the sweep, and val loss at test-time depths up to 32 loops, beyond the "
         "trained one. Gradient clipping stays at the course's 1.0: the norm is logged before it."),
-    # With TrainConfig.eval_loops (NEW FIELD), eval_loops="1,2,4,8,12,16" in the common overrides
-    # adds the depth curve at every evaluation (loss_curve's val_loss_loops) to see it form in training.
+    # eval_loops: the depth curve at every evaluation (loss_curve's val_loss_loops), to see it form
     runs=grid({f"loops{n}": {"n_layer": 1, "n_loops": n} for n in (2, 4, 8, 12)},
-              lrs=(1e-3, 3e-3, 1e-2), max_iters=800),
-    measurements=(_loops(1, 2, 4, 8, 12, 16, 24, 32),),
+              lrs=(1e-3, 3e-3, 1e-2), max_iters=800, eval_loops="1,2,4,8,12,16"),
+    measurements=(_loops(1, 2, 4, 8, 12, 16, 24, 32), "loop_diagnostics"),
 )
 
 # ---------------------------------------------------------------------- chapter 7
@@ -79,8 +73,8 @@ _FL = dict(config="shakespeare-fully-looped", n_layer=2, n_embd=64, n_head=4)
 _FL_VARIANTS = {
     "LT": {"injection": "none"},  # plain re-feed x <- h^{k-1}
     "LT_i": {"injection": "additive"},  # x = n(E + h^{k-1})
-    "LT_ia": {"injection": "attention_first"},  # NEW FIELD value: query injection at layer 0 only
-    "FLT_res": {"injection": "residual"},  # NEW FIELD value: FLT_res (its definition: models/fully_looped.py)
+    "LT_ia": {"injection": "attention_first"},  # query injection at layer 0 only
+    "FLT_res": {"injection": "residual"},  # the restart without query injection (models/fully_looped.py)
     "FLT": {"injection": "attention"},  # the paper: restart + query injection at every layer
 }
 FULLY_LOOPED = Study(
@@ -95,7 +89,7 @@ FULLY_LOOPED = Study(
              max_iters=600)
         + grid({f"{v}_K12": {**_FL, **inj, "n_loops": 12} for v, inj in _FL_VARIANTS.items()},
                lrs=(1e-3, 2e-3, 8e-3), lr_seeds=(0,), max_iters=600)),
-    measurements=(_loops(2, 4, 6, 9, 12, 16, 24),),
+    measurements=(_loops(2, 4, 6, 9, 12, 16, 24), "loop_diagnostics"),
     reduced_runs=tuple(f"{v}_K{k}" for v in _FL_VARIANTS for k in (6, 9, 12)),  # the sweep only changes lr
 )
 
@@ -112,13 +106,12 @@ CONTRACTIVE = Study(
         grid({f"score_{f}_dt{dt:g}": {"config": "shakespeare-contractive", "dt": dt, "score_f": f}
               for f in ("block", "branch") for dt in (0.125, 0.25, 0.5, 1.0)}, max_iters=1000)
         + grid({
-            "parcae_diagonal": {},  # the shipped model
-            "parcae_add": {"parcae_injection": "add"},  # NEW FIELD: Huginn's h + e, A_bar = I
-            "parcae_linear": {"parcae_injection": "linear"},  # NEW FIELD: a learned linear adapter
-            "parcae_per_sequence": {"loop_sampling": "sequence"},  # NEW FIELD: a loop count per sequence
-            "parcae_per_batch": {"loop_sampling": "batch"},  # NEW FIELD: one loop count per batch
+            "parcae_diagonal": {},  # the shipped model: diagonal injection, a loop count per sequence
+            "parcae_add": {"parcae_injection": "add"},  # h + e: A_bar = I, rho = 1
+            "parcae_linear": {"parcae_injection": "linear"},  # a learned adapter on [h; e]: rho unconstrained
+            "parcae_per_batch": {"loop_sampling": "batch"},  # one loop count per batch
         }, config="shakespeare-parcae", max_iters=1000)),
-    measurements=(_loops(1, 2, 4, 8, 16, 32), "parcae_rho"),
+    measurements=(_loops(1, 2, 4, 8, 16, 32), "parcae_rho", "loop_diagnostics"),
 )
 
 # ---------------------------------------------------------------------- chapter 9
@@ -195,7 +188,7 @@ TEST_TIME = Study(
         "gpt2_4": {"config": "shakespeare-gpt2"},
         "gpt2_8": {"config": "shakespeare-gpt2", "n_layer": 8},
     }, max_iters=2000),
-    measurements=(_loops(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),),
+    measurements=(("depth_fit", {"loops": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]}),),
 )
 
 STUDIES: dict[str, Study] = {s.name: s for s in (LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
