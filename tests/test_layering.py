@@ -1,6 +1,6 @@
 """The library's layers only look down (DEVELOPERS.md): checked on the import statements.
 
-backend <- tensor and ops <- nn and optim <- models <- training. Only backend.py may
+backend <- tensor and ops <- nn and optim <- models <- training <- experiments and bench. Only backend.py may
 import numpy or cupy among the core files; the core and its models never import torch
 (the mirror lives in minilooped/torch/, parity lives in tests); data never imports
 models; nothing in the library imports exercises/.
@@ -74,3 +74,13 @@ def test_data_never_imports_models_or_engines():
 
 def test_library_never_imports_exercises():
     assert not _violations(_files("."), ["exercises"])
+
+
+def test_models_never_import_training_or_what_stands_on_it():
+    files = list(_files("models")) + list(_files("torch/models"))
+    assert not _violations(files, ["minilooped.training", "minilooped.experiments", "minilooped.bench"])
+
+
+def test_training_never_imports_studies_or_benchmarks():
+    """experiments/ and bench/ stand on training/; provenance.py is shared from below."""
+    assert not _violations(_files("training"), ["minilooped.experiments", "minilooped.bench"])
