@@ -15,17 +15,13 @@ with dt = 0.25). The paper does not say which block F is; both readings are sele
   towards g(h).
 
 The map is a contraction only if (1 - dt) + dt Lip(F) < 1. dt stays fixed when n_loops
-changes at inference (config.step_size). Unlooped prelude / coda blocks are optional.
+changes at inference (config.step_size). Unlooped prelude / coda blocks are optional
+(Trunk.enter and Trunk.readout apply them).
 """
 from .trunk import Trunk
 
 
 class Contractive(Trunk):
-    def enter(self, x, blocks):
-        for i in range(self.config.loop_start):  # prelude, applied once
-            x = blocks[i](x)  # (B, T, C)
-        return x, None  # h_0
-
     def step(self, h, ctx, blocks, t):
         c = self.config
         dt = c.step_size
@@ -36,9 +32,4 @@ class Contractive(Trunk):
             f = f - h  # F(h) = g(h), the residual branch only
         h = (1 - dt) * h + dt * f  # h <- (1 - dt) h + dt F(h): (B, T, C)
         self.record(h)
-        return h
-
-    def readout(self, h, ctx, blocks):
-        for i in range(self.config.loop_end, self.config.n_layer):  # coda, applied once
-            h = blocks[i](h)  # (B, T, C)
         return h

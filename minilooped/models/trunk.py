@@ -58,7 +58,10 @@ class Trunk(nn.Module):
         return n
 
     def enter(self, x, blocks):
-        """The prelude: (h_0, context) from the embedded input x (B, T, C)."""
+        """The prelude, blocks h[:n_prelude] applied once: (h_0, context) from the embedded
+        input x (B, T, C). No context by default."""
+        for i in range(self.config.loop_start):
+            x = blocks[i](x)  # (B, T, C)
         return x, None
 
     def step(self, h, ctx, blocks, t):
@@ -66,7 +69,9 @@ class Trunk(nn.Module):
         raise NotImplementedError
 
     def readout(self, h, ctx, blocks):
-        """The state ln_f reads after the last loop (B, T, C)."""
+        """The coda, blocks h[n_layer - n_coda:] applied once: the state ln_f reads (B, T, C)."""
+        for i in range(self.config.loop_end, self.config.n_layer):
+            h = blocks[i](h)  # (B, T, C)
         return h
 
     def forward(self, x, blocks, n_loops=None):

@@ -9,25 +9,16 @@ each pass predicting a residual:
 
 with f_theta the group's residual branch. A pre-LN GPT-2 block already computes
 x + g(x), so re-applying the group realises the rule exactly. Unlooped blocks before
-(prelude) and after (coda) the group are optional; the paper loops the whole stack
-(n_prelude = n_coda = 0). Parameters do not depend on n_loops.
+(prelude) and after (coda) the group are optional (Trunk.enter and Trunk.readout apply
+them); the paper loops the whole stack (n_prelude = n_coda = 0). Parameters do not depend
+on n_loops.
 """
 from .trunk import Trunk
 
 
 class LoopResidual(Trunk):
-    def enter(self, x, blocks):
-        for i in range(self.config.loop_start):  # prelude, applied once
-            x = blocks[i](x)  # (B, T, C)
-        return x, None
-
     def step(self, h, ctx, blocks, t):
         for i in range(self.config.loop_start, self.config.loop_end):
             h = blocks[i](h)  # x <- x + f(x), one block's branch at a time: (B, T, C)
         self.record(h)
-        return h
-
-    def readout(self, h, ctx, blocks):
-        for i in range(self.config.loop_end, self.config.n_layer):  # coda, applied once
-            h = blocks[i](h)  # (B, T, C)
         return h
