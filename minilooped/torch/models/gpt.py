@@ -14,6 +14,10 @@ stored (out, in), and its init and parameter count. ``transformer.trunk`` holds 
 the parameters a variant adds. Differences from nanoGPT: logits are returned for every
 position (nanoGPT returns only the last one at inference), GELU is GPT-2's tanh
 approximation, and the trunk is pluggable.
+
+Generation with a KV cache (kv_cache.py, generate.py): ``model(idx, cache=cache)`` runs
+idx as the positions after the ones the cache holds, so their position embeddings are
+wpe[start : start + T] with start = cache.length, and returns the last position's logits.
 """
 import math
 from contextlib import contextmanager
@@ -129,7 +133,7 @@ class GPT(nn.Module):
             states = self.transformer.trunk(x, self.transformer.h, n_loops=n_loops, **loop_kwargs)
         if targets is None:
             x = states[-1] if cache is None else states[-1][:, -1:]  # generation reads the last only
-            logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+            logits = self.lm_head(self.transformer.ln_f(x))  # (B, T or 1, vocab)
             return logits, None
         losses = []
         for x in states:
