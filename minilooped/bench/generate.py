@@ -94,7 +94,7 @@ def worker(impl: str, key: str, prompts, new: int, uncached_new: int, repeat: in
         idx = np.random.default_rng(T).integers(0, config.vocab_size, (1, T))
         for cache in caches:
             n = new if cache else uncached_new
-            generate(idx, 2, cache)  # warm-up: first calls allocate, load kernels
+            generate(idx, 1, cache)  # warm-up: first calls allocate, load kernels
             best = float("inf")
             for _ in range(repeat):
                 t0 = time.perf_counter()
