@@ -185,3 +185,30 @@ def test_tune_allocator_can_be_turned_off(monkeypatch):
     assert backend.tune_allocator() is False
     monkeypatch.delenv("MINILOOPED_TUNE_MALLOC")
     assert isinstance(backend.tune_allocator(), bool)
+
+
+@pytest.mark.parametrize("L", [1, 5])
+def test_attention_queries_after_cached_keys_give_torch_values(L):
+    """Generation with a KV cache (models/kv_cache.py): L new queries against S = 7 + L keys,
+    one query unmasked (the single-row product, no k^T copy), several with the causal mask
+    aligned to the last key (a boolean attn_mask): values and gradients as torch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(L)
+    B, H, S, D = 2, 3, 7 + L, 4
+    q = ml.Tensor(rng.standard_normal((B, H, L, D)), requires_grad=True)
+    k, v = (ml.Tensor(rng.standard_normal((B, H, S, D)), requires_grad=True) for _ in range(2))
+    mask = None if L == 1 else np.tri(L, S, k=S - L, dtype=bool)  # query i sees keys <= S - L + i
+    g = rng.standard_normal((B, H, L, D))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out.backward(g)
+    tq, tk, tv = (torch.tensor(t.data, requires_grad=True) for t in (q, k, v))
+    tmask = None if mask is None else torch.ones(L, S, dtype=torch.bool).tril(S - L)  # causal_lower_right
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for t, tt in zip((q, k, v), (tq, tk, tv)):
+        np.testing.assert_allclose(t.grad, tt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if mask is not None:  # the mask is torch's lower-right causal bias
+        from torch.nn.attention.bias import causal_lower_right
+        ref = causal_lower_right(L, S)._materialize(torch.device("cpu"))
+        np.testing.assert_array_equal(tmask.numpy(), ref.numpy())

@@ -83,6 +83,8 @@ def test_sample_from_a_checkpoint_with_either_engine(tiny_run, capsys):
     pytest.importorskip("torch")
     assert sample_main(args + ["--backend=torch"]) == 0
     assert capsys.readouterr().out == core  # same weights, greedy: the same text
+    assert sample_main(args + ["--no_cache"]) == 0
+    assert capsys.readouterr().out == core  # without the KV cache: the same text
     assert sample_main(args + ["--temperatur=1"]) == 1
     assert "unknown sample key --temperatur (did you mean 'temperature'?)" in capsys.readouterr().err
 

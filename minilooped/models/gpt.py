@@ -14,6 +14,10 @@ stored (out, in), and its init and parameter count. ``transformer.trunk`` holds 
 the parameters a variant adds. Differences from nanoGPT: logits are returned for every
 position (nanoGPT returns only the last one at inference), GELU is GPT-2's tanh
 approximation, and the trunk is pluggable.
+
+Generation with a KV cache (kv_cache.py, generate.py): ``model(idx, cache=cache)`` runs
+idx as the positions after the ones the cache holds, so their position embeddings are
+wpe[start : start + T] with start = cache.length, and returns the last position's logits.
 """
 import math
 from contextlib import contextmanager
@@ -108,22 +112,29 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, n_loops=None, **loop_kwargs):
+    def forward(self, idx, targets=None, n_loops=None, cache=None, **loop_kwargs):
         """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
         n_loops changes the loop count (Parcae: an int, or one count per sequence, an
         integer array (B,), as GPT.sample_loops draws them); loop_kwargs go to the trunk
-        (parcae: h0=; recursive: exit_loop=). Targets equal to -1 are ignored."""
+        (parcae: h0=, h0_seed=; recursive: exit_loop=). Targets equal to -1 are ignored.
+        cache: a KVCache (kv_cache.py) for generation: idx are the positions after the
+        cache.length it holds, which it then holds too, and only the last position's
+        logits are returned, (B, 1, vocab)."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"idx has T={T} tokens but block_size={self.config.block_size}; "
+        start = 0 if cache is None else cache.length  # positions before idx
+        if start + T > self.config.block_size:
+            held = f" after the cache's {start}" if start else ""
+            raise ValueError(f"idx has T={T} tokens{held} but block_size={self.config.block_size}; "
                              "crop it to the last block_size tokens.")
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
-        pos_emb = self.transformer.wpe.weight[:T]  # (T, C)
+        pos_emb = self.transformer.wpe.weight[start:start + T]  # (T, C)
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
-        states = self.transformer.trunk(x, self.transformer.h, n_loops=n_loops, **loop_kwargs)
+        with self.caching(cache, T):
+            states = self.transformer.trunk(x, self.transformer.h, n_loops=n_loops, **loop_kwargs)
         if targets is None:
-            logits = self.lm_head(self.transformer.ln_f(states[-1]))  # (B, T, vocab)
+            x = states[-1] if cache is None else states[-1][:, -1:]  # generation reads the last only
+            logits = self.lm_head(self.transformer.ln_f(x))  # (B, T or 1, vocab)
             return logits, None
         losses = []
         for x in states:
@@ -132,6 +143,24 @@ class GPT(nn.Module):
                                           ignore_index=-1))
         loss = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
         return logits, loss
+
+    @contextmanager
+    def caching(self, cache, T):
+        """While a forward pass over T new positions runs with a KV cache, the trunk and
+        every attention layer hold it (kv_cache.py); without one, nothing changes."""
+        if cache is None:
+            yield
+            return
+        holders = [self.transformer.trunk] + [block.attn for block in self.transformer.h]
+        cache.begin(T)
+        for m in holders:
+            m.cache = cache
+        try:
+            yield
+        finally:
+            for m in holders:
+                m.cache = None
+        cache.end(T)
 
     @contextmanager
     def trace_loops(self):
@@ -163,7 +192,8 @@ class GPT(nn.Module):
             {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0},
         ]
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None, **forward_kwargs):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None,
+                 use_cache=True, cache_mode="exact", **forward_kwargs):
         """Append max_new_tokens sampled tokens to idx (B, T); see generate.py."""
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                        seed=seed, **forward_kwargs)
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                        use_cache=use_cache, cache_mode=cache_mode, **forward_kwargs)

@@ -24,11 +24,13 @@ examples:
   python -m minilooped.sample runs/shakespeare-loop-residual --start="ROMEO:" --num_samples=3 --temperature=0.8
   python -m minilooped.sample runs/shakespeare-parcae --n_loops=16      # loop more at test time
   python -m minilooped.sample runs/x --start=FILE:prompt.txt --backend=torch
+  python -m minilooped.sample runs/x --no_cache     # recompute the prefix every token (no KV cache)
 
 keys: out_dir (run or ckpt_* folder), start ("\\n"; FILE:path reads a file), num_samples (2),
 max_new_tokens (300), temperature (0.8; 0 = greedy), top_k (40; 0 = none), seed (1337),
 n_loops (the model's; looped models can run more or fewer loops), backend (numpy|cupy|torch),
-device, data_dir (where the run's tokenizer is, if the data folder moved)
+device, data_dir (where the run's tokenizer is, if the data folder moved), no_cache (false:
+generation keeps a KV cache; the same tokens, faster)
 """
 
 
@@ -45,6 +47,7 @@ class SampleConfig:
     backend: str = "numpy"
     device: str = ""
     data_dir: str = ""
+    no_cache: bool = False
 
 
 def sample_config_from_cli(argv: list[str]) -> SampleConfig:
@@ -100,6 +103,7 @@ def generate_texts(cfg: SampleConfig) -> list[str]:
     model = load_model(ckpt, cfg.backend, cfg.device)
     idx = np.array([ids] * cfg.num_samples, dtype=np.int64)  # (num_samples, T)
     kwargs = {} if cfg.n_loops is None else {"n_loops": cfg.n_loops}
+    kwargs["use_cache"] = not cfg.no_cache
     top_k = cfg.top_k or None
     if cfg.backend == "torch":
         import torch

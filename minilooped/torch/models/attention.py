@@ -14,6 +14,10 @@ Two optional inputs serve the looped variants and are None for plain GPT-2:
   blocks of c_attn's weight.
 - ``relax``: the per-depth relaxation of Relaxed Recursive Transformers (recursive.py);
   ``relax.c_attn(x, self.c_attn)`` computes (W + B_l A_l) x + b + db_l.
+
+During generation with a KV cache, ``self.cache`` is the KVCache (kv_cache.py; GPT.forward
+sets it): x holds the new positions only, and the keys and values of the earlier ones
+come from the cache.
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,6 +32,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.cache = None  # a KVCache while GPT.forward runs with one
 
     def forward(self, x, xq=None, relax=None):
         B, T, C = x.size()  # batch, sequence length, n_embd
@@ -41,9 +46,13 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        mask = None
+        if self.cache is not None:  # the earlier positions' keys and values, then these
+            k, v, mask = self.cache.update(self, k, v)  # (B, nh, S, hs) with S >= T; mask: kv_cache.py
         # softmax(q k^T / sqrt(hs) + causal mask) v
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=k.size(2) == T
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         y = self.c_proj(y) if relax is None else relax.c_proj(y, self.c_proj)  # (B, T, C)

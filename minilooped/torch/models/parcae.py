@@ -59,11 +59,17 @@ Course's choices: ln_prelude is GPT-2's LayerNorm (theirs is their config's Norm
 h_0 "normal" is their "like-init": a normal of std 0.02 truncated at 3 std. C and the
 linear adapter have no bias whatever config.bias says (theirs follow config.bias, which
 is False in every config they ship).
+
+Generation passes h0_seed (generate.py): h_0 is then drawn position by position, position
+p from its own NumPy generator default_rng((h0_seed, p)) (``position_noise``), so a
+prefix's h_0 does not depend on how long the sequence is. The KV cache draws only the
+new positions' (kv_cache.py), the uncached model all of them, and both get the same
+numbers; so do the core and the mirror. Training draws (B, T, C) at once from the
+framework's RNG, as before.
 """
 import math
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -72,6 +78,20 @@ from .trunk import Trunk
 
 H0_STD = 0.02  # std of the "normal" initial state: the embeddings' init std
 C_GAIN = math.sqrt(2 / 5)  # their C: gain std sqrt(C) with std = sqrt(2 / (5 C))
+
+
+def position_noise(seed, start, shape):
+    """(B, T, C) float64 draws of N(0, H0_STD^2) truncated at 3 std; position start + t
+    from its own generator, np.random.default_rng((seed, start + t))."""
+    B, T, C = shape
+    h = np.empty(shape)
+    for t in range(T):
+        rng = np.random.default_rng((seed, start + t))
+        z = rng.standard_normal((B, C))
+        while (out := np.abs(z) > 3).any():  # truncation: redraw what falls outside 3 std
+            z[out] = rng.standard_normal(int(out.sum()))
+        h[:, t] = H0_STD * z
+    return h
 
 
 def trunc_orthogonal_(w, gain):
@@ -195,19 +215,24 @@ class Parcae(Trunk):
                              f"{counts.shape}, dtype {counts.dtype}.")
         return counts.astype(np.int64)
 
-    def initial_state(self, e):
-        """h_0 like e (B, T, C): zeros, or a normal of std H0_STD truncated at 3 std."""
+    def initial_state(self, e, seed=None):
+        """h_0 like e (B, T, C): zeros, or a normal of std H0_STD truncated at 3 std,
+        drawn position by position if a seed is given (see the docstring)."""
         if self.config.h0 == "zeros":
             return torch.zeros_like(e)
+        if seed is not None:
+            start = 0 if self.cache is None else self.cache.length  # e's first position
+            h = position_noise(seed, start, tuple(e.shape))  # (B, T, C)
+            return torch.as_tensor(h, dtype=e.dtype, device=e.device)
         h = torch.zeros_like(e).detach()
         return nn.init.trunc_normal_(h, mean=0.0, std=H0_STD, a=-3 * H0_STD, b=3 * H0_STD)
 
-    def enter(self, x, blocks, h0=None):
+    def enter(self, x, blocks, h0=None, h0_seed=None):
         """The prelude: (h_0, e) with e = norm(P(x)); h0 replaces the drawn initial state."""
         for i in range(self.config.loop_start):  # prelude P
             x = blocks[i](x)  # (B, T, C)
         e = self.ln_prelude(x)  # e = norm(P(x)): (B, T, C)
-        h = self.initial_state(e) if h0 is None else h0  # h_0: (B, T, C)
+        h = self.initial_state(e, h0_seed) if h0 is None else h0  # h_0: (B, T, C)
         return h, e
 
     def step(self, h, e, blocks, t):
@@ -231,8 +256,8 @@ class Parcae(Trunk):
             x = blocks[i](x)  # (B, T, C)
         return x
 
-    def forward(self, x, blocks, n_loops=None, h0=None):
-        h, e = self.enter(x, blocks, h0)
+    def forward(self, x, blocks, n_loops=None, h0=None, h0_seed=None):
+        h, e = self.enter(x, blocks, h0, h0_seed)
         T = self.loop_counts(n_loops, h.shape[0])  # loops per sequence (B,)
         k = np.minimum(T, self.config.backprop_loops) if self.training else T  # with gradients (B,)
         frozen = int((T - k).max())  # loops without gradient

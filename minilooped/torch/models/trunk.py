@@ -27,6 +27,10 @@ positions only.
 The trace hook: while ``GPT.trace_loops()`` is active, ``self.trace`` is a list and
 ``record(x)``, called by every ``step``, appends the hidden state after the loop as a
 NumPy array. Recording reads the state and never changes it, so outputs stay the same.
+
+The cache hook: while GPT.forward runs with a KV cache (kv_cache.py), ``self.cache`` is
+it, and x holds the positions after the ``cache.length`` it has seen. The attention
+layers hold it too and do the caching: the trunks' code is the same with or without.
 """
 import torch.nn as nn
 
@@ -36,6 +40,7 @@ class Trunk(nn.Module):
         super().__init__()
         self.config = config
         self.trace = None  # a list while GPT.trace_loops() is active
+        self.cache = None  # a KVCache while GPT.forward runs with one
 
     def record(self, x):
         """Append the hidden state (B, T, C) to the trace, if one is being taken."""
