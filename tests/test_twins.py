@@ -37,10 +37,8 @@ ALLOWED = {
          "idx_next = FW.Tensor(sample(logits, temperature, top_k, rng)).to(idx.device)  # (B, 1)"),
         ("idx = np.concatenate((idx, idx_next), axis=1)  # (B, T + 1)",
          "idx = FW.cat((idx, idx_next), dim=1)  # (B, T + 1)"),
-        # docstring: which generator is seeded, and the core's host arrays
-        ("int64 arrays (B, T) on the host, as the core takes them.", None),
-        ("initial state draws from, so a seeded generation repeats exactly. Token ids are NumPy",
-         "initial state draws from, so a seeded generation repeats exactly."),
+        # docstring: the core's ids are host arrays
+        ("Token ids are NumPy int64 arrays (B, T) on the host, as the core takes them.", None),
     ],
     "parcae.py": [
         # the orthogonal init: torch writes a parameter in place under no_grad; the core sets
@@ -49,6 +47,8 @@ ALLOWED = {
         ("q, r = np.linalg.qr(w.numpy())", "q, r = FW.linalg.qr(w)"),
         ("w.data = (q * np.sign(np.diag(r)) * gain).astype(w.dtype)  # column j times sign(R_jj)",
          "w.copy_(q * FW.sign(FW.diag(r)) * gain)  # column j times sign(R_jj)"),
+        # a host array as a framework tensor of the state's dtype and device
+        ("return FW.Tensor(h, dtype=e.dtype).to(e.device)", "return FW.as_tensor(h, dtype=e.dtype, device=e.device)"),
         # a host boolean mask as a framework tensor on the state's device
         ("return FW.where(FW.Tensor(moving[:, None, None]).to(h.device), new, h)  # (B, T, C)",
          "return FW.where(FW.as_tensor(moving[:, None, None], device=h.device), new, h)  # (B, T, C)"),

@@ -70,6 +70,7 @@ class KVCache:
         slot = layer if self.mode == "last_loop" else self.calls
         self.calls += 1
         B, nh, T, hs = k.shape
+        # twin: framework-specific
         if slot not in self.slots:
             xp = backend.array_module(k.data)
             self.slots[slot] = tuple(xp.empty((B, nh, self.max_len, hs), dtype=k.dtype) for _ in "kv")
@@ -81,3 +82,4 @@ class KVCache:
         if 1 < T < S:  # query i is position start + i: it sees keys 0 .. start + i
             mask = backend.array_module(k.data).tri(T, S, k=start, dtype=bool)  # (T, S)
         return ml.Tensor(K[:, :, :S]), ml.Tensor(V[:, :, :S]), mask
+        # twin: end

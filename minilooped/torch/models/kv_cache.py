@@ -69,6 +69,7 @@ class KVCache:
         slot = layer if self.mode == "last_loop" else self.calls
         self.calls += 1
         B, nh, T, hs = k.shape
+        # twin: framework-specific
         if slot not in self.slots:
             self.slots[slot] = tuple(k.new_empty((B, nh, self.max_len, hs)) for _ in "kv")
         K, V = self.slots[slot]
@@ -79,3 +80,4 @@ class KVCache:
         if 1 < T < S:  # query i is position start + i: it sees keys 0 .. start + i
             mask = torch.ones(T, S, dtype=torch.bool, device=k.device).tril(start)  # (T, S)
         return K[:, :, :S], V[:, :, :S], mask
+        # twin: end
