@@ -9,7 +9,7 @@ import pytest
 import minilooped as ml
 import minilooped.functional as F
 from minilooped import backend
-from minilooped.ops import nn as fused
+from minilooped.ops import fused
 from minilooped.ops.linalg import mm
 
 

@@ -1,4 +1,5 @@
-"""Fused neural-network ops: one forward and one hand-derived backward each.
+"""Fused ops: one forward and one hand-derived backward each (softmax, cross-entropy,
+layer and RMS norm, embedding, dropout, attention).
 
 Writing softmax, layer norm or attention as a chain of small ops would work -- autograd
 would differentiate it -- but every intermediate would be stored and every step would
