@@ -180,6 +180,17 @@ def test_slice_gradient_adds_to_a_dense_one():
 
 
 # ---------------------------------------------------------------- the allocator
+def test_importing_minilooped_leaves_malloc_alone():
+    """The malloc tuning is process-wide: training and the benchmarks ask for it, an import does not."""
+    import subprocess
+    import sys
+
+    code = ("import minilooped, minilooped.functional, minilooped.models; "
+            "from minilooped import backend; print(backend.allocator_tuned)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_tune_allocator_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("MINILOOPED_TUNE_MALLOC", "0")
     assert backend.tune_allocator() is False

@@ -9,6 +9,9 @@ def main(argv=None) -> None:
         raise SystemExit("usage: python -m minilooped.bench ops|train|profile|kernels|exit|gpu [options]  "
                          "(add -h for the options)")
     which, rest = argv[0], argv[1:]
+    from .. import backend
+
+    backend.tune_allocator()  # as training does (backend.py: malloc keeps freed blocks for reuse)
     if which == "ops":
         from .ops import main as run
     elif which == "train":
