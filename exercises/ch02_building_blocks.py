@@ -99,7 +99,7 @@ class AdamW(_LibraryAdamW):
 
         Read lr from the group at every step: a schedule changes it between steps.
         You may ignore the options "amsgrad" and "maximize" (not graded).
-        Library: ``minilooped.optim.AdamW.step``.
+        Library: ``minilooped.optim.AdamW.step`` and its update, ``minilooped.optim.adamw.adamw_update``.
         """
         raise NotImplementedError("ex2_4: AdamW.step")
 
