@@ -99,6 +99,6 @@ def softmax_backward(g, y, axis):
 
     Compute the sum along ``axis`` with ``keepdims=True`` so it broadcasts back. A (T, T)
     Jacobian per row would cost T times the memory: never build it.
-    Library: ``minilooped.ops.nn.softmax_backward``.
+    Library: ``minilooped.ops.fused.softmax_backward``.
     """
     raise NotImplementedError("ex1_5: softmax_backward")

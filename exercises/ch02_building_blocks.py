@@ -23,7 +23,7 @@ def embedding_backward(g, idx, num_embeddings):
     Careful: an id that occurs twice receives both gradients. ``gw[idx] += g`` keeps
     only one of them (fancy-index assignment does not accumulate); use ``np.add.at``
     (``backend.array_module(g).add.at``) or a loop. Library:
-    ``minilooped.ops.nn.embedding_backward``.
+    ``minilooped.ops.fused.embedding_backward``.
     """
     raise NotImplementedError("ex2_1: embedding_backward")
 
@@ -48,7 +48,7 @@ def layer_norm_backward(g, xhat, rstd, weight, axes):
 
     Keep the reduced axes in the means (keepdims=True) so they broadcast back.
     Derivation hint: x_i moves the mean and the variance, so every xhat_j of its row;
-    chapter 2 derives the two correction terms. Library: ``minilooped.ops.nn.layer_norm_backward``.
+    chapter 2 derives the two correction terms. Library: ``minilooped.ops.fused.layer_norm_backward``.
     """
     raise NotImplementedError("ex2_2: layer_norm_backward")
 
@@ -99,7 +99,7 @@ class AdamW(_LibraryAdamW):
 
         Read lr from the group at every step: a schedule changes it between steps.
         You may ignore the options "amsgrad" and "maximize" (not graded).
-        Library: ``minilooped.optim.AdamW.step``.
+        Library: ``minilooped.optim.AdamW.step`` and its update, ``minilooped.optim.adamw.adamw_update``.
         """
         raise NotImplementedError("ex2_4: AdamW.step")
 

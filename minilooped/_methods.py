@@ -53,12 +53,12 @@ def _install():
     T.chunk = chunk
 
     def softmax(a, dim=-1):
-        from .ops.nn import softmax as f
+        from .ops.fused import softmax as f
         return f(a, dim)
     T.softmax = softmax
 
     def log_softmax(a, dim=-1):
-        from .ops.nn import log_softmax as f
+        from .ops.fused import log_softmax as f
         return f(a, dim)
     T.log_softmax = log_softmax
 

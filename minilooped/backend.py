@@ -174,13 +174,21 @@ def as_dtype(dtype):
 # makes thousands of such temporaries. Raising the threshold (and the trim threshold, which
 # returns freed heap memory to the kernel) keeps freed blocks in the heap for the next
 # request: the same arithmetic, 10-20% less time per step on small models. PyTorch does
-# the same with its own caching allocator. Set MINILOOPED_TUNE_MALLOC=0 to leave malloc as is.
+# the same with its own caching allocator.
+#
+# It changes the whole process's malloc, so importing minilooped does not do it: training
+# (minilooped.training.loop.train) and the benchmarks (minilooped.bench) call
+# tune_allocator() when they start. Set MINILOOPED_TUNE_MALLOC=0 to leave malloc as is.
 MALLOC_MMAP_THRESHOLD = 32 * 2 ** 20   # glibc's maximum on 64-bit: larger blocks still use mmap
 MALLOC_TRIM_THRESHOLD = 256 * 2 ** 20  # keep up to this much freed memory at the top of the heap
 
+allocator_tuned = False  # True once tune_allocator() has changed malloc's thresholds
+
 
 def tune_allocator() -> bool:
-    """Tell glibc's malloc to keep freed blocks for reuse (see above); False where not glibc."""
+    """Tell glibc's malloc to keep freed blocks for reuse (see above); False where not glibc
+    or where MINILOOPED_TUNE_MALLOC=0. Process-wide; training and the benchmarks call it."""
+    global allocator_tuned
     import ctypes
     import sys
 
@@ -192,7 +200,9 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from <malloc.h>
-    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    allocator_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+                           and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    return allocator_tuned
 
 
 # --------------------------------------------------------------- blocked loops
@@ -251,5 +261,3 @@ def for_blocks(fn, n: int, block: int | None = None, xp=numpy) -> None:
     for f in pending:
         f.result()  # re-raises an exception from a worker thread
 
-
-allocator_tuned = tune_allocator()

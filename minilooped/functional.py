@@ -8,7 +8,7 @@ from __future__ import annotations
 from .ops.elementwise import relu, tanh, sigmoid, softplus, exp, log, where, masked_fill  # noqa: F401
 from .ops.elementwise import gelu  # noqa: F401
 from .ops.linalg import linear, matmul  # noqa: F401
-from .ops.nn import (  # noqa: F401
+from .ops.fused import (  # noqa: F401
     softmax, log_softmax, cross_entropy, layer_norm, rms_norm, embedding, dropout,
     scaled_dot_product_attention,
 )

@@ -13,11 +13,11 @@ defines its backward right beside it, then calls ``Tensor._make``.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 
 from . import backend
 from .backend import np
+from .grad_buffers import Fresh, GradBuffers, SliceGrad, SliceGrads  # noqa: F401  (the ops import Fresh, SliceGrad here)
 
 # ----------------------------------------------------------------- grad mode
 class _GradMode(threading.local):
@@ -131,11 +131,44 @@ class Tensor:
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Fill ``.grad`` of every leaf that requires it with d(self)/d(leaf).
 
+        The chain rule, node by node, as in micrograd: visit the graph from ``self`` back
+        to the leaves (``topological_order``), hand each node's gradient to its backward,
+        and add what comes out to the gradients of its parents (``GradBuffers``, which
+        also decides when an array may be added into in place: grad_buffers.py).
+
         Gradients accumulate (``+=``) into ``.grad``, as in PyTorch: call
         ``optimizer.zero_grad()`` between steps. Unless ``retain_graph`` is True the
         graph's saved arrays are released as soon as they are used, so activations
         are freed during the backward pass rather than after it.
         """
+        grad = self._first_gradient(grad)                  # d(self)/d(self): ones, or the given grad
+        order = topological_order(self)                    # self first, each node before its parents
+        grads = GradBuffers(self, grad)                    # who holds which gradient: grad_buffers.py
+        for i, node in enumerate(order):
+            order[i] = None                                # the list must not keep visited nodes alive
+            g, owned = grads.take(node)                    # dL/d(node), complete: its users came first
+            if g is None:
+                continue                                   # no path from self to this node
+            if node._freed:
+                raise _graph_freed(node)
+            if node._retain or not node._parents:          # a leaf (or retain_grad()): keep it in .grad
+                node._accumulate(g, copy=not owned or bool(node._parents))
+            if not node._parents:
+                continue                                   # a leaf: nothing further back
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is not None and parent.requires_grad:
+                    grads.add(parent, pg)                  # the chain rule: dL/dparent += pg
+            g = pg = None                                  # let the next backward reuse their memory
+            if not retain_graph:
+                # Dropping the closure and the links to the parents frees the activations
+                # this op saved, and lets every intermediate tensor be collected as soon as
+                # the backward pass is past it (as PyTorch does).
+                node._backward = None
+                node._parents = ()
+                node._freed = True
+
+    def _first_gradient(self, grad):
+        """The gradient ``backward(grad)`` starts from, after checking that it can start."""
         if not self.requires_grad:
             raise RuntimeError(
                 "backward(): this tensor does not require grad and has no graph; make sure "
@@ -164,78 +197,7 @@ class Tensor:
                     f"backward(grad): grad has shape {tuple(grad.shape)} but the tensor has shape "
                     f"{tuple(self.shape)}; pass a gradient of the tensor's shape"
                 )
-
-        order = topological_order(self)
-        grads = {id(self): grad}
-        owned = set()  # keys whose gradient array the engine allocated itself: safe to add into
-        for i, node in enumerate(order):
-            order[i] = None  # the list must not keep visited nodes alive
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            if isinstance(g, SliceGrads):
-                g = g.assemble()
-                owned.add(id(node))
-            mine = id(node) in owned
-            owned.discard(id(node))
-            if node._freed:
-                raise RuntimeError(
-                    f"backward through the graph a second time: the saved values of op "
-                    f"'{node._op}' were freed by the first backward(). Call "
-                    "backward(retain_graph=True) the first time if you need to go back twice, "
-                    "or recompute the forward pass"
-                )
-            if node._retain or not node._parents:
-                node._accumulate(g, copy=not mine or bool(node._parents))
-            if not node._parents:
-                continue
-            parent_grads = node._backward(g)
-            for parent, pg in zip(node._parents, parent_grads):
-                if pg is None or not parent.requires_grad:
-                    continue
-                key = id(parent)
-                fresh = isinstance(pg, Fresh)
-                if fresh:
-                    pg = pg.array
-                if isinstance(pg, SliceGrad):
-                    # a gradient that is zero outside a slice: collect the slices (SliceGrads),
-                    # or add this one alone into the dense gradient already there
-                    if key not in grads:
-                        grads[key] = SliceGrads(pg)
-                    elif isinstance(grads[key], SliceGrads):
-                        grads[key].parts.append(pg)
-                    else:
-                        if key not in owned:
-                            grads[key] = grads[key].copy()
-                            owned.add(key)
-                        pg.add_into(grads[key])
-                    continue
-                if isinstance(grads.get(key), SliceGrads):
-                    grads[key] = grads[key].assemble()    # a dense gradient joins the slices
-                    owned.add(key)
-                if key in owned:
-                    grads[key] += pg                   # our own array: add in place
-                elif key in grads:
-                    if fresh:
-                        pg += grads[key]               # the op's new array is ours to add into
-                        grads[key] = pg
-                    else:
-                        # out-of-place: either array may be a view that another op still
-                        # holds; the sum is a new array of ours
-                        grads[key] = grads[key] + pg
-                    owned.add(key)
-                else:
-                    grads[key] = pg
-                    if fresh:
-                        owned.add(key)
-            del parent_grads, g
-            if not retain_graph:
-                # Dropping the closure and the links to the parents frees the activations
-                # this op saved, and lets every intermediate tensor be collected as soon as
-                # the backward pass is past it (as PyTorch does).
-                node._backward = None
-                node._parents = ()
-                node._freed = True
+        return grad
 
     def _accumulate(self, g, copy: bool = True) -> None:
         if isinstance(g, np.generic):
@@ -357,97 +319,6 @@ class Tensor:
         return self
 
 
-class Fresh:
-    """A gradient the op allocated in its backward and keeps no reference to.
-
-    The engine may then add other gradients into it in place. Without the mark it must
-    assume the array is shared (an op may return its own input ``g``, or a saved array)
-    and make every first sum a new array: one more pass over memory, and a cold one.
-    """
-
-    __slots__ = ("array",)
-
-    def __init__(self, array):
-        self.array = array
-
-
-class SliceGrad:
-    """The gradient of a slice ``a[index]``: ``g`` inside the slice, zero elsewhere.
-
-    ``q, k, v = qkv.split(C, dim=2)`` makes three slices of one tensor. Returning each
-    gradient as a full array of zeros with ``g`` in its slice would cost three arrays of
-    qkv's size and two additions of them; given the index instead, the engine writes each
-    ``g`` straight into one buffer.
-    """
-
-    __slots__ = ("shape", "index", "g")
-
-    def __init__(self, shape, index, g):
-        self.shape, self.index, self.g = tuple(shape), index, g
-
-    def zeros(self):
-        return backend.array_module(self.g).zeros(self.shape, dtype=self.g.dtype)
-
-    def add_into(self, buf) -> None:
-        buf[self.index] += self.g
-
-    def box(self):
-        """The slice as ((start, stop) per dim), or None for any index other than plain slices."""
-        index = self.index if isinstance(self.index, tuple) else (self.index,)
-        if len(index) > len(self.shape) or not all(isinstance(i, slice) for i in index):
-            return None
-        index += (slice(None),) * (len(self.shape) - len(index))
-        box = []
-        for i, n in zip(index, self.shape):
-            start, stop, step = i.indices(n)
-            if step != 1:
-                return None
-            box.append((start, max(start, stop)))
-        return tuple(box)
-
-
-class SliceGrads:
-    """The SliceGrads one tensor has received so far, written into one buffer when needed.
-
-    Usually they come from ``split`` and fill the tensor exactly, piece by piece (q, k, v):
-    then each piece is copied into an empty buffer, which is half the memory traffic of
-    zeroing the buffer first and adding every piece into it. Anything else (overlapping
-    slices, a part left zero, an int or step in an index) takes the general way.
-    """
-
-    __slots__ = ("parts",)
-
-    def __init__(self, first: SliceGrad):
-        self.parts = [first]
-
-    def assemble(self):
-        first = self.parts[0]
-        xp = backend.array_module(first.g)
-        if self._tile():
-            buf = xp.empty(first.shape, dtype=first.g.dtype)
-            for part in self.parts:
-                buf[part.index] = part.g
-            return buf
-        buf = first.zeros()
-        for part in self.parts:
-            part.add_into(buf)
-        return buf
-
-    def _tile(self) -> bool:
-        """True if the parts' slices are disjoint and cover the whole tensor."""
-        boxes = [part.box() for part in self.parts]
-        if any(b is None for b in boxes):
-            return False
-        size = lambda b: math.prod(hi - lo for lo, hi in b)  # noqa: E731
-        if sum(size(b) for b in boxes) != math.prod(self.parts[0].shape):
-            return False
-        for i, a in enumerate(boxes):
-            for b in boxes[:i]:
-                if all(lo1 < hi2 and lo2 < hi1 for (lo1, hi1), (lo2, hi2) in zip(a, b)):
-                    return False                           # they overlap
-        return True
-
-
 def topological_order(root: Tensor) -> list:
     """The tensors ``root`` depends on that need a gradient, ``root`` first, every tensor
     before its parents (the tensors it was computed from).
@@ -474,6 +345,14 @@ def topological_order(root: Tensor) -> list:
                 stack.append((p, False))
     order.reverse()
     return order
+
+
+def _graph_freed(node) -> RuntimeError:
+    return RuntimeError(
+        f"backward through the graph a second time: the saved values of op '{node._op}' were "
+        "freed by the first backward(). Call backward(retain_graph=True) the first time if you "
+        "need to go back twice, or recompute the forward pass"
+    )
 
 
 def _target_dtype(target):

@@ -1,7 +1,9 @@
-"""The core's fast paths (book appendix A1) compute what the plain versions compute.
+"""The core's fast paths (minilooped/ops/fast.py, book appendix A1) compute what the plain
+versions compute.
 
 Each optimisation replaced a clear formula by a quicker one; these tests hold the quick
-one to the clear one, on the cases each fast path treats differently.
+one to the clear one (run with ``fast.disabled()``), on the cases each fast path treats
+differently: every kernel of fast.py has a test here.
 """
 import numpy as np
 import pytest
@@ -9,8 +11,138 @@ import pytest
 import minilooped as ml
 import minilooped.functional as F
 from minilooped import backend
-from minilooped.ops import nn as fused
+from minilooped.ops import fast, fused
 from minilooped.ops.linalg import mm
+
+
+# ---------------------------------------------------------------- each kernel against its plain op
+def _fast_and_plain(fn, arrays, g=None, seed=0):
+    """(output, gradients) of ``fn`` on fresh leaf tensors, with the kernels and without."""
+    results = []
+    for plain in (False, True):
+        ml.manual_seed(seed)                               # dropout draws the same mask in both
+        leaves = [ml.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        with fast.disabled() if plain else _nothing():
+            out = fn(*leaves)
+            out.backward(np.ones(out.shape, out.dtype) if g is None else g.astype(out.dtype))
+        results.append((out.numpy(), [t.grad for t in leaves]))
+    return results
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _assert_same(results, tol):
+    (out_f, grads_f), (out_p, grads_p) = results
+    np.testing.assert_allclose(out_f, out_p, rtol=tol, atol=tol)
+    for gf, gp in zip(grads_f, grads_p):
+        np.testing.assert_allclose(gf, gp, rtol=tol, atol=tol)
+
+
+def test_disabled_runs_the_plain_ops_and_restores():
+    assert fast.enabled()
+    with fast.disabled():
+        assert not fast.enabled()
+    assert fast.enabled()
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+@pytest.mark.parametrize("size", [(3, 5), (70_000,)])   # one block, and several (backend.BLOCK)
+def test_gelu_kernel_equals_plain(size, dtype, tol):
+    x = (np.random.default_rng(0).standard_normal(size) * 4).astype(dtype)
+    g = np.random.default_rng(1).standard_normal(size)
+    _assert_same(_fast_and_plain(F.gelu, [x], g), tol)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 8), (300, 256)])  # one block of rows, and several
+def test_layer_norm_rows_kernel_equals_plain(shape, affine):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape) * 3 + 1
+    c = shape[-1]
+    params = [1 + 0.5 * rng.standard_normal(c), rng.standard_normal(c)] if affine else []
+    fn = (lambda x, w, b: F.layer_norm(x, (c,), w, b)) if affine else (lambda x: F.layer_norm(x, (c,)))
+    _assert_same(_fast_and_plain(fn, [x] + params, rng.standard_normal(shape)), 1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("logits", ["usual", "large", "one row far below", "inf"])
+def test_cross_entropy_kernel_equals_plain(logits, reduction):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 9)) * 2
+    if logits == "large":
+        x += 500.0                                     # the kernel's shift m is the largest logit
+    elif logits == "one row far below":
+        x[2] -= 2000.0                                 # that row's sum underflows: redone exactly
+    elif logits == "inf":
+        x[3, 4] = np.inf
+    targets = rng.integers(0, 9, size=6)
+    targets[1] = -100                                  # ignored
+    g = None if reduction != "none" else rng.standard_normal(6)
+    with np.errstate(invalid="ignore"):
+        (out_f, (gf,)), (out_p, (gp,)) = _fast_and_plain(
+            lambda t: F.cross_entropy(t, targets, reduction=reduction), [x], g)
+    np.testing.assert_allclose(out_f, out_p, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gf, gp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("copy_k", [True, False], ids=["row-major scaled k^T", "view k^T, scaled q"])
+@pytest.mark.parametrize("case", ["causal", "full", "bool mask", "float mask", "causal L < S", "dropout",
+                                  "broadcast k, v"])
+def test_attention_kernel_equals_plain(case, copy_k, monkeypatch):
+    monkeypatch.setattr(fast, "NT_COPY_MAX", 10 ** 9 if copy_k else 0)
+    rng = np.random.default_rng(7)
+    L, S = (4, 6) if case == "causal L < S" else (6, 6)
+    q = rng.standard_normal((2, 3, L, 4))
+    k, v = rng.standard_normal((2, 3, S, 4)), rng.standard_normal((2, 3, S, 5))
+    if case == "broadcast k, v":
+        k, v = k[:1], v[:1]
+    kwargs = dict(is_causal=case in ("causal", "causal L < S", "dropout", "broadcast k, v"))
+    if case == "bool mask":
+        kwargs["attn_mask"] = rng.random((L, S)) < 0.7
+        kwargs["attn_mask"][:, 0] = True               # no row fully masked
+    elif case == "float mask":
+        kwargs["attn_mask"] = rng.standard_normal((L, S))
+    elif case == "dropout":
+        kwargs["dropout_p"] = 0.3
+    g = rng.standard_normal((2, 3, L, 5))
+    _assert_same(_fast_and_plain(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs), [q, k, v], g),
+                 1e-12)
+
+
+def test_plain_attention_fully_masked_row_is_nan_like_torch():
+    q = k = v = ml.Tensor(np.ones((1, 3, 2)))
+    mask = np.ones((3, 3), dtype=bool)
+    mask[1] = False
+    with fast.disabled(), np.errstate(invalid="ignore"):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).numpy()
+    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, [0, 2]]).all()
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("layout", ["small", "several blocks", "transposed"])
+def test_adamw_kernel_equals_plain(layout, amsgrad):
+    from minilooped.optim.adamw import adamw_update
+
+    shape = {"small": (7, 3), "several blocks": (300, 500), "transposed": (40, 30)}[layout]
+    p0 = np.random.default_rng(8).standard_normal(shape)
+    runs = []
+    for update in (fast.adamw_update, adamw_update):
+        p, m, v = p0.copy(), np.zeros(shape), np.zeros(shape)
+        vmax = np.zeros(shape) if amsgrad else None
+        if layout == "transposed":                     # not contiguous: the kernel's other way
+            p, m, v, vmax = p.T, m.T, v.T, None if vmax is None else vmax.T
+        grads = np.random.default_rng(9)
+        for t in range(1, 6):
+            update(p, grads.standard_normal(p.shape), m, v, vmax, 1e-2, 0.9, 0.95, 1e-8, 0.1, t)
+        runs.append((p, m, v))
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------- embedding backward
@@ -20,19 +152,21 @@ def _add_at(g, idx, v):
     return gw
 
 
-@pytest.mark.parametrize("vocab", [7, fused.ONE_HOT_MAX_VOCAB, fused.ONE_HOT_MAX_VOCAB + 1, 3000])
+@pytest.mark.parametrize("vocab", [7, fast.ONE_HOT_MAX_VOCAB, fast.ONE_HOT_MAX_VOCAB + 1, 3000])
 def test_embedding_backward_equals_add_at(vocab):
     rng = np.random.default_rng(vocab)
     idx = rng.integers(0, min(vocab, 50), size=(4, 33))  # repeated ids, and ids that never occur
     idx[0, :5] = vocab - 1
     g = rng.standard_normal((4, 33, 6))
-    np.testing.assert_allclose(fused.embedding_backward(g, idx, vocab), _add_at(g, idx, vocab), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast.embedding_backward(g, idx, vocab), _add_at(g, idx, vocab), rtol=1e-12, atol=1e-12)
+    with fast.disabled():                                  # the plain version is add.at itself
+        assert np.array_equal(fused.embedding_backward(g, idx, vocab), _add_at(g, idx, vocab))
 
 
 @pytest.mark.parametrize("vocab", [5, 1000])
 def test_embedding_backward_of_no_ids_is_zero(vocab):
     g = np.zeros((0, 3))
-    out = fused.embedding_backward(g, np.zeros(0, dtype=np.int64), vocab)
+    out = fast.embedding_backward(g, np.zeros(0, dtype=np.int64), vocab)
     assert out.shape == (vocab, 3) and not out.any()
 
 
@@ -58,12 +192,12 @@ def test_attention_shift_and_exact_fallback(spread, causal, monkeypatch):
     q[0, 1, 3] = np.abs(q[0, 1, 3]) * spread ** 0.5  # another row of it: large positive ones
     k[0, 1, 1] *= spread                             # one key far above the others
     used = []
-    original = fused._exact_rows
+    original = fast._exact_rows
 
     def spy(e, r, bad, *args):
         used.append(int(bad.sum()))
         return original(e, r, bad, *args)
-    monkeypatch.setattr(fused, "_exact_rows", spy)
+    monkeypatch.setattr(fast, "_exact_rows", spy)
     for dtype in (np.float64, np.float32):
         used.clear()
         out = F.scaled_dot_product_attention(*(ml.Tensor(a.astype(dtype)) for a in (q, k, v)), is_causal=causal)
@@ -96,7 +230,7 @@ def test_attention_layouts_give_torch_values_and_gradients(copy_k, layout, monke
     """Both ways of laying out k^T (small and large products), and inputs that are heads cut out
     of one qkv array (outputs and gradients written heads-last): values and gradients as torch's."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(fused, "NT_COPY_MAX", 10 ** 9 if copy_k else 0)
+    monkeypatch.setattr(fast, "NT_COPY_MAX", 10 ** 9 if copy_k else 0)
     rng = np.random.default_rng(4)
     B, H, T, D = 2, 3, 6, 4
     qkv = ml.Tensor(rng.standard_normal((B, T, 3 * H * D)), requires_grad=True)
@@ -180,6 +314,17 @@ def test_slice_gradient_adds_to_a_dense_one():
 
 
 # ---------------------------------------------------------------- the allocator
+def test_importing_minilooped_leaves_malloc_alone():
+    """The malloc tuning is process-wide: training and the benchmarks ask for it, an import does not."""
+    import subprocess
+    import sys
+
+    code = ("import minilooped, minilooped.functional, minilooped.models; "
+            "from minilooped import backend; print(backend.allocator_tuned)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_tune_allocator_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("MINILOOPED_TUNE_MALLOC", "0")
     assert backend.tune_allocator() is False

@@ -12,7 +12,7 @@ import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "minilooped"
 
-CORE = ["tensor.py", "_methods.py", "creation.py", "functional.py", "io.py", "atomic.py", "testing.py", "ops", "nn", "optim"]
+CORE = ["tensor.py", "grad_buffers.py", "_methods.py", "creation.py", "functional.py", "io.py", "atomic.py", "testing.py", "ops", "nn", "optim"]
 
 
 def _files(*names):

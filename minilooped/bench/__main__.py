@@ -11,6 +11,9 @@ def main(argv=None) -> None:
     if not argv or argv[0] not in BENCHES:
         raise SystemExit(f"usage: python -m minilooped.bench {'|'.join(BENCHES)} [options]  (add -h for the options)")
     which, rest = argv[0], argv[1:]
+    from .. import backend
+
+    backend.tune_allocator()  # as training does (backend.py: malloc keeps freed blocks for reuse)
     importlib.import_module(f".{which}", __package__).main(rest)
 
 

@@ -87,7 +87,7 @@ def matmul(repeat: int) -> dict:
 def embedding(repeat: int) -> dict:
     import numpy as np
 
-    from ..ops.nn import embedding_backward
+    from ..ops.fused import embedding_backward
 
     rng = np.random.default_rng(0)
     rows = []

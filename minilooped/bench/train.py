@@ -113,9 +113,11 @@ class BenchStep:
     def __init__(self, key: str, backend: str, vocab: int, threads: int = 0):
         import numpy as np
 
+        from .. import backend as core_backend
         from ..training.ddp import DistInfo
         from ..training.loop import make_engine
 
+        core_backend.tune_allocator()  # as training does, for both implementations (backend.py)
         if backend == "torch":
             import torch
 
@@ -261,6 +263,9 @@ def main(argv=None) -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-matmul", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from .. import backend
+
+    backend.tune_allocator()  # the workers too: training tunes malloc (backend.py), so the bench does
     if args.worker_matmul:
         print(json.dumps({"gflops": matmul_peak()}))
         return

@@ -97,3 +97,24 @@ def normalize_dims(dim, ndim: int, op: str):
     if isinstance(dim, int):
         dim = (dim,)
     return tuple(sorted(normalize_dim(d, ndim, op) for d in dim))
+
+
+def reduce_losses(losses, count: int, reduction: str, xp):
+    """The per-row losses of a loss op, reduced as ``reduction`` says ('mean' over the
+    ``count`` rows that count, 'sum', or 'none')."""
+    if reduction == "mean":
+        # torch gives nan when every target is ignored; so do we
+        return (losses.sum() / count if count else xp.asarray(float("nan"))).astype(losses.dtype)
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def loss_weights(g, valid, count: int, reduction: str, dtype, xp):
+    """d(reduced loss)/d(loss_i), times the incoming gradient g: one weight per row, 0 where
+    the row is ignored (``valid`` False)."""
+    if reduction == "none":
+        scale = g * valid
+    else:
+        scale = (g / count if reduction == "mean" else g) * valid
+    return xp.asarray(scale, dtype=dtype)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..tensor import Fresh, Tensor
+from ..tensor import Tensor
+from . import fast
 from .registry import register
 from ._util import broadcast_shape, operand, operands, unbroadcast
 
@@ -196,45 +197,17 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
             f"gelu(approximate={approximate!r}): the core implements GPT-2's tanh form only; "
             "use approximate='tanh' (torch: F.gelu(x, approximate='tanh'))"
         )
+    if fast.enabled():                                 # same values, in place, block by block: fast.py
+        return fast.gelu(a)
     xp = _xp(a)
-    x = xp.ascontiguousarray(a.data).reshape(-1)
-    s = xp.empty_like(x)                               # s = (1 + tanh(...)) / 2, saved for the backward
-    out = xp.empty_like(x)
-
-    def forward_block(lo, hi):
-        # s = (1 + tanh(k x (1 + c x^2))) / 2 and out = x s, in place on one cache-sized
-        # block at a time (see backend.for_blocks): every step after the first reads from cache
-        xs, ss = x[lo:hi], s[lo:hi]
-        xp.multiply(xs, xs, out=ss)
-        ss *= _GELU_K * 0.044715
-        ss += _GELU_K
-        ss *= xs
-        xp.tanh(ss, out=ss)
-        ss *= 0.5
-        ss += 0.5
-        xp.multiply(xs, ss, out=out[lo:hi])
-    backend.for_blocks(forward_block, x.size, xp=xp)
+    x = a.data
+    t = xp.tanh(_GELU_K * (x + 0.044715 * x * x * x))  # tanh(u), u = k (x + c x^3)
+    out = 0.5 * x * (1.0 + t)
 
     def backward(g):
-        g = xp.ascontiguousarray(g).reshape(-1)
-        d = xp.empty_like(g)
-        y = out.reshape(-1)
-
-        def backward_block(lo, hi):
-            # d/dx = s + x s' with s' = 2 s (1 - s) k (1 + 3 c x^2), since 1 - tanh^2 = 4 s (1 - s):
-            #      = s (1 + 2 k (1 + 3 c x^2) x (1 - s)),  and x (1 - s) = x - out: one pass, not two
-            xs, ss, ds = x[lo:hi], s[lo:hi], d[lo:hi]
-            tmp = xs - y[lo:hi]                        # x (1 - s)
-            xp.multiply(xs, xs, out=ds)
-            ds *= 2 * _GELU_K * 3 * 0.044715
-            ds += 2 * _GELU_K                          # 2 k (1 + 3 c x^2)
-            ds *= tmp
-            ds += 1.0
-            ds *= ss
-            ds *= g[lo:hi]
-        backend.for_blocks(backward_block, g.size, xp=xp)
-        return (Fresh(d.reshape(a.shape)),)
-    out = out.reshape(a.shape)
+        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = k (1 + 3 c x^2)
+        du = _GELU_K * (1.0 + 3 * 0.044715 * x * x)
+        return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du),)
     return Tensor._make(out, (a,), backward, "gelu")
 
 

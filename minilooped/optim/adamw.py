@@ -7,9 +7,8 @@
 """
 from __future__ import annotations
 
-import math
-
 from .. import backend
+from ..ops import fast
 from .optimizer import Optimizer
 
 
@@ -31,7 +30,7 @@ class AdamW(Optimizer):
                     continue
                 g = -p.grad if group["maximize"] else p.grad
                 state = self.state.get(id(p))
-                if state is None:
+                if state is None:  # the moments start at zero
                     xp = backend.array_module(p.data)
                     state = self.state[id(p)] = {
                         "step": 0.0,
@@ -41,44 +40,23 @@ class AdamW(Optimizer):
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                t = state["step"]
-                bc1 = 1 - b1 ** t
-                bc2_sqrt = math.sqrt(1 - b2 ** t)
-                arrays = [p.data, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")]
-                xp = backend.array_module(p.data)
-                if all(a is None or a.flags.c_contiguous for a in arrays):
-                    flat = [None if a is None else a.reshape(-1) for a in arrays]
-                    if p.data.size <= backend.BLOCK:  # most parameters: biases and norms
-                        adamw_update(*flat, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
-                    else:  # one cache-sized block at a time, on threads (backend.for_blocks)
-                        backend.for_blocks(
-                            lambda lo, hi: adamw_update(*[None if a is None else a[lo:hi] for a in flat],
-                                                        lr, b1, b2, eps, wd, bc1, bc2_sqrt),
-                            p.data.size, xp=xp)
-                else:
-                    adamw_update(*arrays, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+                update = fast.adamw_update if fast.enabled() else adamw_update  # fast: in place, blocked
+                update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                       lr, b1, b2, eps, wd, state["step"])
 
 
-def adamw_update(p, g, m, v, vmax, lr, b1, b2, eps, wd, bc1, bc2_sqrt) -> None:
+def adamw_update(p, g, m, v, vmax, lr, b1, b2, eps, wd, t) -> None:
     """One AdamW step on arrays, in place: p the weights, g the gradient, m and v the
-    moments (vmax for amsgrad, else None); bc1 = 1 - b1^t and bc2_sqrt = sqrt(1 - b2^t)."""
+    moments (vmax, the largest v so far, for amsgrad, else None), t the step count from 1."""
     xp = backend.array_module(p)
-    if wd != 0:
-        p *= 1 - lr * wd                     # decoupled weight decay
-    tmp = g - m
-    tmp *= 1 - b1
-    m += tmp                                 # torch's lerp form of b1 m + (1 - b1) g
+    p *= 1 - lr * wd                             # decoupled weight decay
+    m *= b1
+    m += (1 - b1) * g                            # m = b1 m + (1 - b1) g
     v *= b2
-    xp.multiply(g, g, out=tmp)
-    tmp *= 1 - b2
-    v += tmp                                 # b2 v + (1 - b2) g^2
+    v += (1 - b2) * g * g                        # v = b2 v + (1 - b2) g^2
     if vmax is not None:
-        xp.maximum(vmax, v, out=vmax)
+        xp.maximum(vmax, v, out=vmax)            # amsgrad: the largest second moment so far
         v = vmax
-    # p - lr / bc1 * m / (sqrt(v) / bc2_sqrt + eps), with bc2_sqrt multiplied through so the
-    # division by it is folded into the step size: one pass fewer, the same number
-    xp.sqrt(v, out=tmp)
-    tmp += eps * bc2_sqrt
-    xp.divide(m, tmp, out=tmp)
-    tmp *= lr * bc2_sqrt / bc1
-    p -= tmp
+    m_hat = m / (1 - b1 ** t)                    # bias corrections: m and v start at 0
+    v_hat = v / (1 - b2 ** t)
+    p -= lr * m_hat / (xp.sqrt(v_hat) + eps)

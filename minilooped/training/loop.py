@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backend
 from ..data import get_batch
 from ..optim.lr_schedule import warmup_cosine
 from . import ddp
@@ -78,6 +79,7 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train as ``cfg`` says; returns the final losses. Raises TrainingDiverged on NaN/inf."""
     cfg.validate()
+    backend.tune_allocator()  # malloc keeps freed blocks for the next step's temporaries (backend.py)
     if cfg.dry_run:  # 2 CPU steps and the plan, nothing saved (dry_run.py)
         from .dry_run import dry_run
 

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 import minilooped as ml
 import minilooped.functional as F
-import minilooped.ops.nn
+import minilooped.ops.fused
 from minilooped.grading.checks import assert_close, check, check_gradients, grader_settings
 from minilooped.optim.lr_schedule import warmup_cosine as reference_warmup_cosine
 
@@ -58,7 +58,7 @@ def test_embedding_backward_keeps_dtype(impl):
 
 @pytest.mark.ex2_1
 def test_embedding_backward_inside_the_engine(impl, monkeypatch):
-    monkeypatch.setattr(minilooped.ops.nn, "embedding_backward", impl)
+    monkeypatch.setattr(minilooped.ops.fused, "embedding_backward", impl)
     idx = np.array([[0, 2, 2], [3, 0, 2]])
     check_gradients(lambda w: F.embedding(idx, w), [_rng().standard_normal((4, 3))],
                     "F.embedding using your embedding_backward")
@@ -132,8 +132,8 @@ def test_layer_norm_backward_finite_differences(impl, lead, c, seed):
     # the library's layer_norm op with your backward, against finite differences. Normalised
     # over two dims: over the last dim alone the library runs its row-blocked kernel
     # (appendix A1), which does not call layer_norm_backward.
-    original = minilooped.ops.nn.layer_norm_backward
-    minilooped.ops.nn.layer_norm_backward = impl
+    original = minilooped.ops.fused.layer_norm_backward
+    minilooped.ops.fused.layer_norm_backward = impl
     try:
         r = _rng(seed)
         norm = (2, c)
@@ -142,7 +142,7 @@ def test_layer_norm_backward_finite_differences(impl, lead, c, seed):
                         f"F.layer_norm over the last dims {norm} of x {tuple(lead) + norm} using your "
                         "layer_norm_backward")
     finally:
-        minilooped.ops.nn.layer_norm_backward = original
+        minilooped.ops.fused.layer_norm_backward = original
 
 
 # ------------------------------------------------------------- ex2_3 log-softmax
