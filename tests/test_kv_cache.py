@@ -126,7 +126,7 @@ def test_cached_float32(name, impl):
     np.testing.assert_array_equal(cached.argmax(-1), full.argmax(-1))
 
 
-@pytest.mark.parametrize("name", ["loop_residual", "fully_looped", "parcae", "recursive"])
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_core_and_mirror_cached_generation_agree(name):
     mirror, core = build_pair(name)
     idx = prompt()

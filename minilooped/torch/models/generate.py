@@ -3,7 +3,10 @@
 PyTorch mirror of the NumPy core's minilooped/models/generate.py, line by line alike.
 
 As nanoGPT's GPT.generate: crop the context to block_size, take the last position's
-logits, divide by the temperature, keep the top_k, sample, append, repeat.
+logits, divide by the temperature, keep the top_k, sample, append, repeat. The sampling
+itself runs on the host in float64 with a NumPy Generator (``sample``, the same text in
+both implementations), so the core and the mirror draw the same tokens from the same
+logits and the same seed. temperature=0 picks the argmax (greedy decoding).
 
 With use_cache (the default) the model keeps the keys and values of every block
 application in a KVCache (kv_cache.py): the prompt runs once, then each new token runs
@@ -13,10 +16,7 @@ another position: the cache is then rebuilt for the last block_size tokens, at e
 token (a sliding recompute, exact, and as slow as no cache). cache_mode="last_loop" is
 the Fully Looped authors' approximation (kv_cache.py). Parcae's random initial state is
 drawn position by position from an h0_seed drawn here (parcae.py), so it is the same
-with and without the cache. The sampling
-itself runs on the host in float64 with a NumPy Generator (``sample``, the same text in
-both implementations), so the core and the mirror draw the same tokens from the same
-logits and the same seed. temperature=0 picks the argmax (greedy decoding).
+with and without the cache.
 
 ``seed`` also seeds the framework's RNG (torch.manual_seed here), and Parcae's h0_seed is
 drawn from the same Generator as the tokens, so a seeded generation repeats exactly.
