@@ -197,6 +197,8 @@ TEST_TIME = Study(
 # cpu-*: block counts / 3, loop counts kept), trained by the shipped capstone-cpu-* configs,
 # which `python -m minilooped.train` runs like the OWT presets. depth_fit on every run: the
 # unlooped models give one depth (the fit says why it is absent), the looped ones their curve.
+# Cost: estimated ~27 min with the NumPy core, ~14 with --backend=torch; the committed run
+# (--backend=torch, 2026-12-06, 2 cores shared with other jobs) took 33 min.
 CAPSTONE_CPU = Study(
     "capstone_cpu", chapter="11 Capstone",
     measures=(
