@@ -164,5 +164,7 @@ def test_every_preset_builds(name):
     with torch.device("meta"):
         model = TorchGPT(GPTConfig.from_preset(name))
     m = re.search(r"(\d+)m", name)
-    if m and name != "parcae-small-140m":  # the name says the size, to within the rounding of the papers' names
+    # the name says the size, to within the rounding of the papers' names; the capstone's cpu-*
+    # replicas name the paper model they scale down, not their own size
+    if m and name != "parcae-small-140m" and not name.startswith("cpu-"):
         assert abs(model.num_params() / 1e6 - int(m.group(1))) < 1.5

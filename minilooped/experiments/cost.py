@@ -57,7 +57,7 @@ def job_seconds(cfg, measurements=()) -> float:
     evals = (cfg.max_iters // cfg.eval_interval + 1) * 2 * cfg.eval_iters * forward
     depth = 0.0
     for spec in measurements:
-        if not isinstance(spec, str) and spec[0] == "val_loss_by_loops" and mc.variant != "gpt2":
+        if not isinstance(spec, str) and spec[0] in ("val_loss_by_loops", "depth_fit") and mc.variant != "gpt2":
             for k in spec[1].get("loops", ()):
                 depth += cfg.eval_iters * step_ms(mc.replace(n_loops=k), tokens, cfg.backend) / 1000 / 3
     return SETUP_S + cfg.max_iters * step + evals + depth

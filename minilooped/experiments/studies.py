@@ -1,4 +1,5 @@
-"""The studies of part II, one per chapter (5-10): what each trains and measures.
+"""The studies of part II, one per chapter (5-10), and the capstone's CPU replica (11): what each
+trains and measures.
 
 All train character-level Shakespeare models of the course's CPU size (128 wide, 4 heads,
 context 64, 16 sequences per step) from the shipped ``shakespeare-*`` configs, so a study
@@ -191,8 +192,33 @@ TEST_TIME = Study(
     measurements=(("depth_fit", {"loops": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]}),),
 )
 
+# ---------------------------------------------------------------------- chapter 11
+# The capstone's CPU replica: the Loop-Residual paper's four models scaled down (PRESETS
+# cpu-*: block counts / 3, loop counts kept), trained by the shipped capstone-cpu-* configs,
+# which `python -m minilooped.train` runs like the OWT presets. depth_fit on every run: the
+# unlooped models give one depth (the fit says why it is absent), the looped ones their curve.
+# Cost: estimated ~27 min with the NumPy core, ~14 with --backend=torch; the committed run
+# (--backend=torch, 2026-12-06, 2 cores shared with other jobs) took 33 min.
+CAPSTONE_CPU = Study(
+    "capstone_cpu", chapter="11 Capstone",
+    measures=(
+        "The CPU replica of the capstone: the Loop-Residual paper's (arXiv 2409.14199) four models "
+        "at the course's CPU size on Shakespeare characters, 3 seeds, 1500 steps each: GPT-2 124M "
+        "(4 blocks) against Loop-Residual 81M (2 blocks x 6 loops), GPT-2 45M Lite (1 block) against "
+        "Loop-Residual 45M (1 block x 2 loops); final losses, and each looped model's val loss at "
+        "1 to 12 loops with the saturating fit L(T) = L_inf + A exp(-T/tau)."),
+    runs=grid({
+        "gpt2_124m": {"config": "capstone-cpu-gpt2-124m"},
+        "loop_residual_81m": {"config": "capstone-cpu-loop-residual-81m"},
+        "gpt2_45m_lite": {"config": "capstone-cpu-gpt2-45m-lite"},
+        "loop_residual_45m": {"config": "capstone-cpu-loop-residual-45m"},
+    }, max_iters=1500),
+    measurements=(("depth_fit", {"loops": [1, 2, 3, 4, 6, 8, 12]}),),
+    reduced_measurements={"depth_fit": {"loops": [1, 2]}},
+)
+
 STUDIES: dict[str, Study] = {s.name: s for s in (LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
-                                                  RECURSIVE, TEST_TIME)}
+                                                  RECURSIVE, TEST_TIME, CAPSTONE_CPU)}
 
 
 def get_study(name: str) -> Study:
@@ -208,4 +234,4 @@ def get_study(name: str) -> Study:
 
 
 __all__ = ["STUDIES", "get_study", "converted_from", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
-           "CONTRACTIVE", "RECURSIVE", "TEST_TIME"]
+           "CONTRACTIVE", "RECURSIVE", "TEST_TIME", "CAPSTONE_CPU"]

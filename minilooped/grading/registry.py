@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
 
@@ -111,6 +112,17 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 11: the capstone, from one GPU to many
+    Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
+             "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
+    Exercise("ex11_2", "Which block applications keep activations", 2,
+             "stored_applications", "minilooped.training.plan:stored_applications"),
+    Exercise("ex11_3", "Parcae's expected no-grad and grad loops", 3,
+             "parcae_loop_counts", "minilooped.training.mfu:parcae_loop_counts"),
+    Exercise("ex11_4", "Training FLOPs per token with no-grad loops", 3,
+             "training_flops_per_token", "minilooped.training.mfu:training_flops_per_token"),
+    Exercise("ex11_5", "The plan: step time, wall time and cost", 3,
+             "make_plan", "minilooped.training.plan:make_plan"),
 ]
 
 BY_ID = {ex.id: ex for ex in EXERCISES}

@@ -328,6 +328,16 @@ PRESETS: dict[str, dict] = {
     "shakespeare-contractive": dict(_CPU, variant="contractive", n_layer=1, n_loops=4),
     "shakespeare-parcae": dict(_CPU, variant="parcae", n_layer=3, n_prelude=1, n_coda=1,
                                n_loops=4, backprop_loops=2),
+    # The capstone's CPU replica (chapter 11): the Loop-Residual paper's four models at the
+    # course's CPU size (128 wide, 4 heads, context 64), each block count divided by 3 and
+    # the loop counts kept, so that the ratios the paper compares survive: 12 blocks -> 4;
+    # 6 blocks x 6 loops -> 2 x 6 (3x the block applications of the unlooped model, as 36
+    # against 12); 1 block -> 1; 1 block x 2 loops -> 1 x 2 (the lite model's parameters,
+    # twice its compute). The 45M pair keeps the paper's 1 block, which cannot be divided.
+    "cpu-gpt2-124m": dict(_CPU, n_layer=4),
+    "cpu-loop-residual-81m": dict(_CPU, variant="loop_residual", n_layer=2, n_loops=6),
+    "cpu-gpt2-45m-lite": dict(_CPU, n_layer=1),
+    "cpu-loop-residual-45m": dict(_CPU, variant="loop_residual", n_layer=1, n_loops=2),
     # The authors' own shapes, in the course's GPT-2 blocks (LayerNorm, GELU, learned
     # positions) but without biases, as theirs.
     # FLT (github FuRuF-11/FullyLoopedTransformer, run.sh and scripts/base_train.py): L = 6
