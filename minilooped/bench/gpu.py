@@ -191,7 +191,7 @@ def check_parity(device: str) -> list[dict]:
         mirror, core = _build_pair(name, device)
         kw_t, kw_c = {}, {}
         if mirror.config.variant == "parcae":  # a loop count and h_0, the same for both
-            n = mirror.sample_loops(np.random.default_rng(1))
+            n = mirror.sample_loops(np.random.default_rng(1), len(idx))  # per sequence: (2,)
             h0 = 0.02 * np.random.default_rng(2).standard_normal((2, 16, mirror.config.n_embd))
             kw_t = dict(n_loops=n, h0=torch.tensor(h0, device=device))
             kw_c = dict(n_loops=n, h0=ml.Tensor(ml.backend.to_device(h0, device)))

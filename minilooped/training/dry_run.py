@@ -121,7 +121,7 @@ def dry_run(cfg: TrainConfig, log=print) -> DryRun:
     losses = []
     for step in range(DRY_RUN_STEPS):  # one step of loop.py, at the dry run's batch
         lr = warmup_cosine(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.decay_iters)
-        n_loops = engine.raw_model.sample_loops(loop_rng) if model_config.variant == "parcae" else None
+        n_loops = engine.raw_model.sample_loops(loop_rng, 1) if model_config.variant == "parcae" else None
         x, y = get_batch(data.train, 1, T, data_rng)
         engine.forward_backward(x, y, n_loops, scale=1.0, sync=True)
         loss = engine.collect_loss(dist)
