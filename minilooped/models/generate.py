@@ -4,9 +4,9 @@ NumPy core; the PyTorch mirror minilooped/torch/models/generate.py reads line by
 
 As nanoGPT's GPT.generate: crop the context to block_size, take the last position's
 logits, divide by the temperature, keep the top_k, sample, append, repeat. The sampling
-itself runs on the host in float64 with a NumPy Generator (``sample``, the same text in
-both implementations), so the core and the mirror draw the same tokens from the same
-logits and the same seed. temperature=0 picks the argmax (greedy decoding).
+itself runs on the host in float64 with a NumPy Generator (``sampler.sample``, one
+function for both implementations), so the core and the mirror draw the same tokens from
+the same logits and the same seed. temperature=0 picks the argmax (greedy decoding).
 
 With use_cache (the default) the model keeps the keys and values of every block
 application in a KVCache (kv_cache.py): the prompt runs once, then each new token runs
@@ -26,21 +26,7 @@ import minilooped as ml
 from minilooped.backend import np
 
 from .kv_cache import KVCache
-
-
-def sample(logits, temperature, top_k, rng):
-    """Next tokens (B, 1) int64 from last-position logits (B, vocab), a float64 array."""
-    if temperature == 0:
-        return logits.argmax(axis=-1)[:, None]
-    logits = logits / temperature
-    if top_k is not None:
-        kth = np.sort(logits, axis=-1)[:, -min(top_k, logits.shape[-1])][:, None]  # (B, 1)
-        logits = np.where(logits < kth, -np.inf, logits)  # keep the top_k
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs = probs / probs.sum(axis=-1, keepdims=True)  # softmax (B, vocab)
-    u = rng.random((logits.shape[0], 1))  # one uniform per row
-    idx = (probs.cumsum(axis=-1) < u).sum(axis=-1, keepdims=True)  # inverse CDF (B, 1)
-    return np.minimum(idx, logits.shape[-1] - 1).astype(np.int64)
+from .sampler import sample
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None,
