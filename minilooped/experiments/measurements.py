@@ -5,10 +5,10 @@ engine, built from the last checkpoint in a few milliseconds, and its data) plus
 dicts of them; the summary (summary.py) gives mean and spread over seeds of every
 number, elementwise for lists, key by key for dicts. Adding one is a few lines::
 
-    @measurement("logit_lens")
-    def logit_lens(run, **kw):
-        from minilooped.evaluate import logit_lens        # the chapter's own function
-        return logit_lens(run.model, run.val_batches(), **kw)
+    @measurement("lens_loss")
+    def lens_loss(run, sequences=4):
+        x, y = run.val_batches(1)[0]                      # the first fixed val batch
+        return _lab(run).logit_lens(run.model, x[:sequences], y[:sequences])["loss"].tolist()
 
 and a study asks for it by name, ``measurements=("logit_lens",)`` or with arguments
 ``(("val_loss_by_loops", {"loops": [1, 2, 4]}),)``.

@@ -8,9 +8,8 @@ changes only what its chapter is about. Every run is measured with DEFAULT_MEASU
 
 Budget: each full study is sized for about 2 hours or less on 2 CPU cores with the NumPy
 core (``--backend=torch`` takes about half); ``python -m minilooped.experiments --list``
-prints the estimate, from the ms per step measured for these shapes on 2 cores (the
-table in cost.py's docstring). The estimates: loop_residual ~50 min, loop_stability ~70,
-fully_looped ~105, contractive ~70, recursive ~50, test_time ~60.
+prints each study's estimate, computed from the ms per step measured for these shapes on 2
+cores (the table in cost.py's docstring), so it follows the studies as they change.
 
 Besides the default measurements, the studies take the loop diagnostics of the trained
 models (``loop_diagnostics``: per-loop hidden-state norms, logit lens, gradient norms,

@@ -34,6 +34,11 @@ keys (default, type, meaning):
 """
 
 
+def _error(e: Exception) -> None:
+    """One line on stderr: the message alone (a KeyError's without its quotes)."""
+    print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -42,7 +47,7 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_cli(argv)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
         return 2
     from ..backend import DeviceError
     from .loop import TrainingDiverged, train
@@ -51,7 +56,7 @@ def train_main(argv: list[str] | None = None) -> int:
         train(cfg)
     except (ConfigError, CheckpointError, TrainingDiverged, DeviceError, FileNotFoundError, ValueError,
             KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        _error(e)
         return 1
     return 0
 
@@ -68,7 +73,7 @@ def sample_main(argv: list[str] | None = None) -> int:
             print(text)
             print("---------------")
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        _error(e)
         return 1
     return 0
 
@@ -86,12 +91,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     try:
         cfg = eval_config_from_cli(argv)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
         return 2
     try:
         result = evaluate_depths(cfg)
     except (ConfigError, CheckpointError, DeviceError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        _error(e)
         return 1
     print(format_report(result))
     if cfg.json:
