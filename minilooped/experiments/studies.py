@@ -26,6 +26,14 @@ def _loops(*ks):
 
 
 # ---------------------------------------------------------------------- chapter 5
+_LOOP_RESIDUAL = {
+    "lite": {"config": "shakespeare-gpt2-lite"},  # 1 block, applied once
+    "loop_1x2": {"n_layer": 1, "n_loops": 2},  # the same parameters, applied twice
+    "gpt2_2": {"config": "shakespeare-gpt2", "n_layer": 2},  # the FLOPs of loop_1x2, 2x the blocks
+    "loop_1x4": {"n_layer": 1, "n_loops": 4},  # the course's default model
+    "loop_2x2": {"n_layer": 2, "n_loops": 2},  # k = 2 blocks looped n = 2 times
+    "gpt2_4": {"config": "shakespeare-gpt2"},  # 2k = 4 unique blocks: the FLOPs of the two above
+}
 LOOP_RESIDUAL = Study(
     "loop_residual", chapter="5 Loop-Residual",
     measures=(
@@ -33,30 +41,30 @@ LOOP_RESIDUAL = Study(
         "twice at equal parameters (lite vs loop_1x2); 2k unique blocks against k blocks looped n "
         "times (gpt2_4 vs loop_2x2 vs loop_1x4, and gpt2_2 vs loop_1x2), which are also the "
         "comparisons at equal FLOPs per token; and each looped model's val loss when run for "
-        "1 to 8 loops at inference (the per-loop view of a trained model)."),
-    runs=grid({
-        "lite": {"config": "shakespeare-gpt2-lite"},  # 1 block, applied once
-        "loop_1x2": {"n_layer": 1, "n_loops": 2},  # the same parameters, applied twice
-        "gpt2_2": {"config": "shakespeare-gpt2", "n_layer": 2},  # the FLOPs of loop_1x2, 2x the blocks
-        "loop_1x4": {"n_layer": 1, "n_loops": 4},  # the course's default model
-        "loop_2x2": {"n_layer": 2, "n_loops": 2},  # k = 2 blocks looped n = 2 times
-        "gpt2_4": {"config": "shakespeare-gpt2"},  # 2k = 4 unique blocks: the FLOPs of the two above
-    }, max_iters=3000),
+        "1 to 8 loops at inference (the per-loop view of a trained model). 3 seeds at the shipped "
+        "rate 4e-3, 800 steps; every model also at 2e-3 and 8e-3 (one seed)."),
+    # 3 seeds at the shipped rate (4e-3); the sweep (half and twice it, one seed) compares each
+    # model at its own best rate as well as at the shared one
+    runs=(grid(_LOOP_RESIDUAL, max_iters=800)
+          + grid(_LOOP_RESIDUAL, lrs=(2e-3, 8e-3), lr_seeds=(0,), max_iters=800)),
     measurements=(_loops(1, 2, 3, 4, 6, 8), ("loop_diagnostics", {"jacobian": False})),
 )
 
 # ---------------------------------------------------------------------- chapter 6
+_STABILITY = {f"loops{n}": {"n_layer": 1, "n_loops": n} for n in (2, 4, 8, 12)}
 LOOP_STABILITY = Study(
     "loop_stability", chapter="6 Why loops break",
     measures=(
         "Plain looping (loop_residual, 1 block) from 2 to 12 loops, each at three learning rates "
-        "(1e-3, 3e-3, 1e-2; the shipped 4e-3 lies between): final loss, the gradient norm of every "
+        "(1e-3, 3e-3, 1e-2; the shipped 4e-3 lies between; 3 seeds at 3e-3, one at the others), "
+        "400 steps: final loss, the gradient norm of every "
         "step (oscillation and spikes; train_curve), which runs diverge, each depth at its own best "
         "rate and across the sweep, and val loss at test-time depths up to 32 loops, beyond the "
         "trained one. Gradient clipping stays at the course's 1.0: the norm is logged before it."),
     # eval_loops: the depth curve at every evaluation (loss_curve's val_loss_loops), to see it form
-    runs=grid({f"loops{n}": {"n_layer": 1, "n_loops": n} for n in (2, 4, 8, 12)},
-              lrs=(1e-3, 3e-3, 1e-2), max_iters=800, eval_loops="1,2,4,8,12,16"),
+    # three seeds at the middle rate, one at the sweep's ends (which runs diverge needs no spread)
+    runs=(grid(_STABILITY, lrs=(3e-3,), lr_seeds=(0, 1, 2), max_iters=400, eval_loops="1,2,4,8,12,16")
+          + grid(_STABILITY, lrs=(1e-3, 1e-2), lr_seeds=(0,), max_iters=400, eval_loops="1,2,4,8,12,16")),
     measurements=(_loops(1, 2, 4, 8, 12, 16, 24, 32), "loop_diagnostics"),
 )
 
@@ -67,8 +75,10 @@ LOOP_STABILITY = Study(
 # the gradient reaching the early loops is ~1e-36 at K = 12, below float32's smallest normal
 # number, and matrix products on such subnormal numbers are ~1000x slower on x86 CPUs: an FLT
 # step takes ~1.3x the default model's at K = 6 but ~6x at K = 9 and ~15-18x at K = 12 (the
-# forward pass stays linear in K). Until the core flushes subnormal gradients to zero, the
-# estimate below is low for FLT_K9 and FLT_K12 (see the report of the commit adding this note).
+# forward pass stays linear in K). The torch backend flushes subnormals to zero
+# (training/engine_torch.py): measured 40 FLT K = 12 steps, 64 wide, 1 thread, 39 s without and
+# 13 s with, identical losses. So this study is run with --backend=torch; with the NumPy core
+# the estimate below is low for FLT_K9 and FLT_K12.
 _FL = dict(config="shakespeare-fully-looped", n_layer=2, n_embd=64, n_head=4)
 _FL_VARIANTS = {
     "LT": {"injection": "none"},  # plain re-feed x <- h^{k-1}
@@ -81,14 +91,14 @@ FULLY_LOOPED = Study(
     "fully_looped", chapter="7 Fully Looped Transformer",
     measures=(
         "The Fully Looped Transformer (arXiv 2605.18797) against its baselines LT, LT_i, LT_ia and "
-        "FLT_res, each at 6, 9 and 12 loops of 2 blocks (64 wide), 3 seeds at the shipped rate: "
-        "final loss, gradient-norm curves, val loss at other loop counts; plus a learning-rate sweep "
-        "(1e-3, 2e-3, 8e-3 besides 4e-3) at 12 loops, one seed, for the stability comparison."),
+        "FLT_res, each at 6, 9 and 12 loops of 2 blocks (64 wide), 3 seeds at the shipped rate, 300 "
+        "steps: final loss, gradient-norm curves, val loss at other loop counts; plus a learning-rate "
+        "sweep (2e-3 and 8e-3 besides 4e-3) at 12 loops, one seed, for the stability comparison."),
     runs=(
         grid({f"{v}_K{k}": {**_FL, **inj, "n_loops": k} for v, inj in _FL_VARIANTS.items() for k in (6, 9, 12)},
-             max_iters=600)
+             max_iters=300)
         + grid({f"{v}_K12": {**_FL, **inj, "n_loops": 12} for v, inj in _FL_VARIANTS.items()},
-               lrs=(1e-3, 2e-3, 8e-3), lr_seeds=(0,), max_iters=600)),
+               lrs=(2e-3, 8e-3), lr_seeds=(0,), max_iters=300)),
     measurements=(_loops(2, 4, 6, 9, 12, 16, 24), "loop_diagnostics"),
     reduced_runs=tuple(f"{v}_K{k}" for v in _FL_VARIANTS for k in (6, 9, 12)),  # the sweep only changes lr
 )
@@ -97,20 +107,20 @@ FULLY_LOOPED = Study(
 CONTRACTIVE = Study(
     "contractive", chapter="8 Contractive depth",
     measures=(
-        "SCORE (arXiv 2603.10544): 1 block, 4 loops, the Euler step dt in {1/8, 1/4, 1/2, 1} for both "
+        "SCORE (arXiv 2603.10544): 1 block, 4 loops, the Euler step dt in {1/4, 1/2, 1} for both "
         "readings of F (the whole block, or its residual branch); Parcae (arXiv 2604.12946) at the "
         "shipped budget (prelude 1 + recurrent 1 + coda 1, 4 loops on average) with diagonal, additive "
         "and linear injections and with loop counts sampled per sequence or per batch: loss, "
-        "rho(A_bar) after training, gradient-norm curves, and val loss from 1 to 32 loops."),
+        "rho(A_bar) after training, gradient-norm curves, and val loss from 1 to 32 loops; 500 steps."),
     runs=(
         grid({f"score_{f}_dt{dt:g}": {"config": "shakespeare-contractive", "dt": dt, "score_f": f}
-              for f in ("block", "branch") for dt in (0.125, 0.25, 0.5, 1.0)}, max_iters=1000)
+              for f in ("block", "branch") for dt in (0.25, 0.5, 1.0)}, max_iters=500)
         + grid({
             "parcae_diagonal": {},  # the shipped model: diagonal injection, a loop count per sequence
             "parcae_add": {"parcae_injection": "add"},  # h + e: A_bar = I, rho = 1
             "parcae_linear": {"parcae_injection": "linear"},  # a learned adapter on [h; e]: rho unconstrained
             "parcae_per_batch": {"loop_sampling": "batch"},  # one loop count per batch
-        }, config="shakespeare-parcae", max_iters=1000)),
+        }, config="shakespeare-parcae", max_iters=500)),
     measurements=(_loops(1, 2, 4, 8, 16, 32), "parcae_rho", "loop_diagnostics"),
 )
 
@@ -151,21 +161,21 @@ def _recursive_runs(source: str, uptrain: dict) -> tuple[Run, ...]:
     return tuple(runs)
 
 
-_UPTRAIN = dict(max_iters=500, learning_rate=1e-3, min_lr=1e-4, warmup_iters=20)
+_UPTRAIN = dict(max_iters=250, learning_rate=1e-3, min_lr=1e-4, warmup_iters=20)
 RECURSIVE = Study(
     "recursive", chapter="9 Relaxed Recursive Transformers",
     measures=(
-        "Relaxed Recursive Transformers (arXiv 2410.20672): the course's 4-block GPT (2000 steps) "
+        "Relaxed Recursive Transformers (arXiv 2410.20672): the course's 4-block GPT (1200 steps) "
         "converted into K = 2 shared blocks looped twice (init stepwise, average, lower) and K = 1 "
         "block looped 4 times (stepwise, average), strictly shared (LoRA rank 0) or relaxed (rank 8, "
-        "32), then uptrained 500 steps at lr 1e-3: parameters against loss, the loss right after "
+        "32), then uptrained 250 steps at lr 1e-3: parameters against loss, the loss right after "
         "conversion (the first point of loss_curve) and after uptraining, val loss at each early "
         "exit, against the source and a recursive model of the same shape trained from scratch."),
     runs=(
-        Run("gpt2_source", "shakespeare-gpt2", {"max_iters": 2000}),
+        Run("gpt2_source", "shakespeare-gpt2", {"max_iters": 1200}),
         *_recursive_runs("gpt2_source", _UPTRAIN),
         Run("K2_scratch", "shakespeare-gpt2", {"variant": "recursive", "n_layer": 2, "n_loops": 2,
-                                               "max_iters": 2000}),
+                                               "max_iters": 1200}),
     ),
     measurements=(_loops(1, 2, 3, 4),),
     reduced_overrides={"warmup_iters": 2, "learning_rate": 1e-3, "min_lr": 1e-4},
@@ -187,7 +197,7 @@ TEST_TIME = Study(
         "parcae": {"config": "shakespeare-parcae"},
         "gpt2_4": {"config": "shakespeare-gpt2"},
         "gpt2_8": {"config": "shakespeare-gpt2", "n_layer": 8},
-    }, max_iters=2000),
+    }, max_iters=800),
     measurements=(("depth_fit", {"loops": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]}),),
 )
 
