@@ -185,7 +185,7 @@ def layer_norm_backward(g, xhat, rstd, weight, axes):
 @register("rms_norm")
 def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """y = x / sqrt(mean(x^2) + eps) * weight; eps defaults to the dtype's machine epsilon (torch)."""
-    axes, nshape = _norm_axes(x, normalized_shape, "rms_norm")
+    axes, _ = _norm_axes(x, normalized_shape, "rms_norm")
     xp = _xp(x)
     if eps is None:
         eps = float(backend.np.finfo(x.dtype).eps)
