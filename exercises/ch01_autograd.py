@@ -7,42 +7,39 @@ The backward functions work on arrays (``tensor.data``, NumPy here, CuPy on a GP
 on Tensors: a backward pass records no graph. Use array methods (``g.sum(axis=...)``,
 ``a.swapaxes(-1, -2)``) rather than ``np.`` functions and your code runs on both.
 Each exercise is graded on its own; the library stands in for the other ones.
+Exercises 1.2, 1.4 and 1.5 ask for a derivation or a design the chapter leaves to you.
 """
 
 
 def tanh_backward(g, out):
-    """Exercise 1.1 -- the backward rule of ``out = tanh(a)``.
+    """Exercise 1.1 -- the backward rule of ``out = tanh(a)``, from the saved output.
 
     Inputs: ``g``, the gradient dL/d(out), and ``out`` = tanh(a) itself, arrays of the
-    same shape and dtype.
-    Return: dL/da, an array of that shape and dtype:
+    same shape and dtype. The forward pass saved ``out`` and nothing else: ``a`` is gone.
+    Return: dL/da, an array of that shape and dtype.
 
-        dL/da = g * (1 - out^2)          since d tanh(a) / da = 1 - tanh(a)^2
-
-    Use ``out``: the forward pass saved it, so there is no need to keep ``a`` or to
-    compute tanh again. Keep float32 inputs float32 (multiply by Python floats, not by
-    float64 arrays). Library: ``minilooped.ops.elementwise.tanh_backward``.
+    Write tanh's derivative as a function of tanh itself, so that ``out`` is all you
+    need. Float32 inputs must give a float32 result (a float64 array anywhere in the
+    expression would promote it). Library: ``minilooped.ops.elementwise.tanh_backward``.
     """
     raise NotImplementedError("ex1_1: tanh_backward")
 
 
 def unbroadcast(g, shape):
-    """Exercise 1.2 -- sum a gradient back down to the shape of a broadcast operand.
+    """Exercise 1.2 -- the gradient of an operand that broadcasting stretched.
 
-    ``a + b`` with ``a`` of shape (3, 1) and ``b`` of shape (2, 1, 4) broadcasts both to
-    (2, 3, 4): ``a`` is copied along a new leading axis and along its axis of size 1.
-    Every copy received gradient, so dL/da is the sum over the copies.
+    ``a + b`` with ``a`` of shape (3, 1) and ``b`` of shape (2, 1, 4) gives a result of
+    shape (2, 3, 4): broadcasting used every entry of ``a`` and of ``b`` several times.
 
-    Inputs: ``g``, an array of the broadcast shape; ``shape``, a tuple, the operand's
-    shape (broadcastable to ``g.shape``: aligned from the right, each size equals g's
-    or is 1; it may have fewer dims, even none).
-    Return: an array of exactly ``shape`` (``g`` itself when the shapes are equal):
+    Inputs: ``g``, dL/d(result), an array of the broadcast shape; ``shape``, a tuple, the
+    operand's own shape (broadcastable to ``g.shape``: aligned from the right, each size
+    equals g's or is 1; it may have fewer dims than g, even none).
+    Return: dL/d(operand), an array of exactly ``shape`` (``g`` itself when the shapes are
+    equal).
 
-        1. sum ``g`` over its extra leading axes (g.ndim - len(shape) of them);
-        2. sum, keeping the axis (``keepdims=True``), over every axis where ``shape``
-           has size 1 and ``g`` does not.
-
-    Example: g of shape (2, 3, 4) and shape (3, 1) -> g.sum(axis=0).sum(axis=1, keepdims=True).
+    Section 4 says what the gradient of a copied value is. Which axes of ``g`` hold
+    copies, and how the result keeps the operand's shape, is for you to work out; check
+    your answer by hand on g of shape (2, 3, 4) and shape (3, 1).
     Library: ``minilooped.ops._util.unbroadcast``.
     """
     raise NotImplementedError("ex1_2: unbroadcast")
@@ -54,11 +51,10 @@ def matmul_backward(g, a, b):
     Inputs: ``a`` of shape (..., n, k), ``b`` of shape (..., k, m), whose batch dims
     ``...`` broadcast together (e.g. a (8, 5, 3) and b (3, 2): b is shared by the 8
     products); ``g`` = dL/d(out), of shape (broadcast batch dims..., n, m).
-    Return: the tuple ``(dL/da, dL/db)``, of the shapes of ``a`` and ``b``:
+    Return: the tuple ``(dL/da, dL/db)``, of the shapes of ``a`` and ``b``.
 
-        dL/da = g @ b^T,    dL/db = a^T @ g        (^T swaps the last two axes)
-
-    each then summed over the batch dims its operand was broadcast along. You may use
+    Section 5 derives the gradients of one 2-D product; a batch of products adds the
+    question of an operand that several products of the batch share. You may use
     ``from minilooped.ops._util import unbroadcast`` (exercise 1.2's reference).
     Library: ``minilooped.ops.linalg.matmul_backward``.
     """
@@ -73,14 +69,13 @@ def topological_order(root):
     whether it needs a gradient in ``t.requires_grad``.
     Return: a list of the tensors reachable from ``root`` through ``_parents`` that
     require grad (``root`` included), each exactly once, such that ``root`` comes first
-    and every tensor comes before all of its parents. Skip parents that do not require
-    grad. Then when ``backward()`` reaches a tensor, every tensor that uses it has
-    already passed its gradient down, so that gradient is complete.
+    and every tensor comes before all of its parents. Parents that do not require grad
+    are left out. Then when ``backward()`` reaches a tensor, every tensor that uses it
+    has already passed its gradient down, so that gradient is complete.
 
-    Hints: depth-first search, appending a tensor after all its parents (post-order),
-    then reverse. A tensor reached twice (``x`` in ``x * x``) is listed once: remember
-    visited tensors in a set of ``id(t)``. Graphs can be 100,000 ops deep, beyond
-    Python's recursion limit: use an explicit stack, not recursion.
+    The grader builds graphs in which one tensor is used several times, graphs with
+    constants, and a chain 20,000 operations deep; ``Value.backward`` of section 2
+    fails on the last (section 2 shows why). The design is yours.
     Library: ``minilooped.tensor.topological_order``.
     """
     raise NotImplementedError("ex1_4: topological_order")
@@ -89,16 +84,16 @@ def topological_order(root):
 def softmax_backward(g, y, axis):
     """Exercise 1.5 -- the backward of softmax, without building its Jacobian.
 
-    Forward: y = softmax(x) along ``axis``, y_i = exp(x_i) / sum_j exp(x_j).
+    Forward: ``y = softmax(x)`` along ``axis``, each slice along ``axis`` a probability
+    vector, y_i = exp(x_i) / sum_j exp(x_j).
     Inputs: ``g`` = dL/dy and ``y``, arrays of the same shape; ``axis``, a non-negative
     int, the axis softmax normalised over.
-    Return dL/dx, of that shape. The Jacobian of one softmax vector is
-    J_ij = dy_i/dx_j = y_i (delta_ij - y_j), so (J is symmetric)
+    Return: dL/dx, an array of that shape.
 
-        dL/dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j * (g_j - sum_i g_i y_i)
-
-    Compute the sum along ``axis`` with ``keepdims=True`` so it broadcasts back. A (T, T)
-    Jacobian per row would cost T times the memory: never build it.
+    Derive it: write down the Jacobian dy_i/dx_j of one softmax vector, then its
+    vector-Jacobian product (section 3) with g, and simplify until no matrix is left. A
+    (T, T) Jacobian per vector would cost T times the memory of y: never build one. Then
+    compare with autograd on softmax written as ``e / e.sum(...)`` from Tensor ops.
     Library: ``minilooped.ops.fused.softmax_backward``.
     """
     raise NotImplementedError("ex1_5: softmax_backward")

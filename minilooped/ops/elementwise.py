@@ -205,10 +205,19 @@ def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
     out = 0.5 * x * (1.0 + t)
 
     def backward(g):
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = k (1 + 3 c x^2)
-        du = _GELU_K * (1.0 + 3 * 0.044715 * x * x)
-        return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du),)
+        return (gelu_backward(g, x),)
     return Tensor._make(out, (a,), backward, "gelu")
+
+
+def gelu_backward(g, x):
+    """dL/dx for out = gelu(x) in its tanh form, g = dL/d(out): g times GELU's derivative at x.
+
+    With u = k (x + c x^3) and t = tanh(u): d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,
+    du/dx = k (1 + 3 c x^2). (The product rule on 0.5 x (1 + t), the chain rule through tanh.)
+    """
+    t = backend.array_module(x).tanh(_GELU_K * (x + 0.044715 * x * x * x))
+    du = _GELU_K * (1.0 + 3 * 0.044715 * x * x)
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
 @register("cast")

@@ -185,7 +185,7 @@ def layer_norm_backward(g, xhat, rstd, weight, axes):
 @register("rms_norm")
 def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """y = x / sqrt(mean(x^2) + eps) * weight; eps defaults to the dtype's machine epsilon (torch)."""
-    axes, nshape = _norm_axes(x, normalized_shape, "rms_norm")
+    axes, _ = _norm_axes(x, normalized_shape, "rms_norm")
     xp = _xp(x)
     if eps is None:
         eps = float(backend.np.finfo(x.dtype).eps)
@@ -194,19 +194,29 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
     rstd = 1.0 / xp.sqrt((x.data * x.data).mean(axis=axes, keepdims=True) + eps)
     xhat = x.data * rstd
     out = xhat * weight.data if weight is not None else xhat
-    lead = tuple(range(x.ndim - len(nshape)))
     parents = (x,) if weight is None else (x, weight)
 
     def backward(g):
-        gxhat = g * weight.data if weight is not None else g
-        # dx = rstd * (gxhat - xhat * mean(gxhat * xhat))
-        gx = None
-        if x.requires_grad:
-            gx = (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * rstd
-        if weight is None:
-            return (gx,)
-        return gx, ((g * xhat).sum(axis=lead) if weight.requires_grad else None)
+        gx, gw = rms_norm_backward(g, xhat, rstd, None if weight is None else weight.data, axes)
+        return (gx,) if weight is None else (gx, gw)
     return Tensor._make(out, parents, backward, "rms_norm")
+
+
+def rms_norm_backward(g, xhat, rstd, weight, axes):
+    """Gradients (dx, dweight) of y = xhat * weight, xhat = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps).
+
+    g and xhat have x's shape, rstd has size 1 along ``axes`` (the normalised dims), weight
+    is None or of the normalised shape. With gxhat = g * weight:
+
+        dx      = rstd * (gxhat - xhat * mean(gxhat * xhat))   the mean over axes
+        dweight = sum(g * xhat)                                  the sum over the other dims
+
+    layer_norm_backward without the term of the mean, which RMSNorm does not subtract.
+    """
+    gxhat = g * weight if weight is not None else g
+    gx = (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * rstd
+    lead = tuple(i for i in range(g.ndim) if i not in axes)
+    return gx, (g * xhat).sum(axis=lead)
 
 
 # ----------------------------------------------------------------- embedding

@@ -1,5 +1,6 @@
-"""Graders of chapter 2 (exercises/ch02_building_blocks.py): embedding and layer-norm
-backward kernels, a stable log-softmax, AdamW's step, the warmup + cosine schedule.
+"""Graders of chapter 2 (exercises/ch02_building_blocks.py): embedding and RMSNorm
+backward kernels, a stable log-softmax, AdamW's step, the warmup + cosine schedule, GELU's
+derivative.
 Oracles: PyTorch in float64, finite differences, the library, and properties."""
 import math
 
@@ -10,7 +11,9 @@ from hypothesis import given, strategies as st
 
 import minilooped as ml
 import minilooped.functional as F
+import minilooped.ops.elementwise
 import minilooped.ops.fused
+from minilooped.ops import fast
 from minilooped.grading.checks import assert_close, check, check_gradients, grader_settings
 from minilooped.optim.lr_schedule import warmup_cosine as reference_warmup_cosine
 
@@ -64,85 +67,76 @@ def test_embedding_backward_inside_the_engine(impl, monkeypatch):
                     "F.embedding using your embedding_backward")
 
 
-# --------------------------------------------------------- ex2_2 layer-norm backward
-def _ln_inputs(shape, k, affine=True, seed=0):
-    """Inputs of layer_norm_backward for x of ``shape`` normalised over its last k dims."""
+# ------------------------------------------------------------ ex2_2 RMSNorm backward
+def _rms_inputs(shape, k, affine=True, seed=0):
+    """Inputs of rms_norm_backward for x of ``shape`` normalised over its last k dims."""
     r = _rng(seed)
     x = r.standard_normal(shape) * 3 + 1
     nshape = shape[len(shape) - k:]
     w = 1 + 0.5 * r.standard_normal(nshape) if affine else None
     g = r.standard_normal(shape)
     axes = tuple(range(len(shape) - k, len(shape)))
-    mu = x.mean(axis=axes, keepdims=True)
-    rstd = 1 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + 1e-5)
-    xhat = (x - mu) * rstd
-    return x, (g, xhat, rstd, w, axes)
+    rstd = 1 / np.sqrt((x * x).mean(axis=axes, keepdims=True) + 1e-5)
+    return x, (g, x * rstd, rstd, w, axes)
 
 
-def _ln_torch(x, g, w, nshape):
-    """torch's (dx, dweight, dbias) for the same forward."""
-    affine = w is not None
+def _rms_torch(x, g, w, nshape):
+    """torch's (dx, dweight) for the same forward."""
     tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(w if affine else np.ones(nshape), requires_grad=True)
-    tb = torch.zeros(nshape, dtype=torch.float64, requires_grad=True)
-    torch.nn.functional.layer_norm(tx, nshape, tw, tb, eps=1e-5).backward(torch.tensor(g))
-    return tx.grad, tw.grad, tb.grad
+    tw = torch.tensor(w if w is not None else np.ones(nshape), requires_grad=True)
+    torch.nn.functional.rms_norm(tx, nshape, tw, eps=1e-5).backward(torch.tensor(g))
+    return tx.grad, tw.grad
 
 
-def _ln_check(impl, shape, k, affine=True, seed=0):
-    x, args = _ln_inputs(shape, k, affine, seed)
+def _rms_check(impl, shape, k, affine=True, seed=0):
+    x, args = _rms_inputs(shape, k, affine, seed)
     got = impl(*args)
-    dx, dw, db = _ln_torch(x, args[0], args[3], shape[len(shape) - k:])
+    dx, dw = _rms_torch(x, args[0], args[3], shape[len(shape) - k:])
     what = f"x {shape} normalised over axes {args[4]}{'' if affine else ', weight None'}:"
-    check(isinstance(got, tuple) and len(got) == 3, f"{what} return a tuple (dx, dweight, dbias), "
+    check(isinstance(got, tuple) and len(got) == 2, f"{what} return a tuple (dx, dweight), "
           f"got {type(got).__name__}{' of ' + str(len(got)) if isinstance(got, tuple) else ''}")
-    assert_close(got[2], db, f"{what} dbias", hint="dbias = g summed over every axis that is not normalised")
-    assert_close(got[1], dw, f"{what} dweight", hint="dweight = (g * xhat) summed over every axis that is not "
-                 "normalised")
-    assert_close(got[0], dx, f"{what} dx", hint="dx = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)), "
-                 "gxhat = g * weight, means over the normalised axes with keepdims=True")
+    assert_close(got[1], dw, f"{what} dweight", hint="y = xhat * weight: each weight entry is used once per "
+                 "position of the other axes")
+    assert_close(got[0], dx, f"{what} dx", hint="one x_i moves rstd, hence every xhat_j of its row: a term "
+                 "g_i * weight_i * rstd plus a correction through the mean of x^2 (there is no mean of x here)")
 
 
 @pytest.mark.ex2_2
-def test_layer_norm_backward_matches_torch(impl):
-    _ln_check(impl, (2, 3, 8), 1)
+def test_rms_norm_backward_matches_torch(impl):
+    _rms_check(impl, (2, 3, 8), 1)
 
 
 @pytest.mark.ex2_2
-def test_layer_norm_backward_without_weight(impl):
-    _ln_check(impl, (4, 6), 1, affine=False)
+def test_rms_norm_backward_without_weight(impl):
+    _rms_check(impl, (4, 6), 1, affine=False)
 
 
 @pytest.mark.ex2_2
-def test_layer_norm_backward_two_normalised_dims(impl):
-    _ln_check(impl, (3, 4, 5), 2)
+def test_rms_norm_backward_two_normalised_dims(impl):
+    _rms_check(impl, (3, 4, 5), 2)
 
 
 @pytest.mark.ex2_2
 @grader_settings(20)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=2), st.integers(2, 6), st.booleans(), st.integers(0, 999))
-def test_layer_norm_backward_random_shapes(impl, lead, c, affine, seed):
-    _ln_check(impl, tuple(lead) + (c,), 1, affine, seed)
+def test_rms_norm_backward_random_shapes(impl, lead, c, affine, seed):
+    _rms_check(impl, tuple(lead) + (c,), 1, affine, seed)
 
 
 @pytest.mark.ex2_2
 @grader_settings(10)
 @given(st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(2, 5), st.integers(0, 999))
-def test_layer_norm_backward_finite_differences(impl, lead, c, seed):
-    # the library's layer_norm op with your backward, against finite differences. Normalised
-    # over two dims: over the last dim alone the library runs its row-blocked kernel
-    # (appendix A1), which does not call layer_norm_backward.
-    original = minilooped.ops.fused.layer_norm_backward
-    minilooped.ops.fused.layer_norm_backward = impl
+def test_rms_norm_backward_finite_differences(impl, lead, c, seed):
+    # the library's rms_norm op with your backward, against finite differences
+    original = minilooped.ops.fused.rms_norm_backward
+    minilooped.ops.fused.rms_norm_backward = impl
     try:
         r = _rng(seed)
-        norm = (2, c)
-        check_gradients(lambda x, w, b: F.layer_norm(x, norm, w, b),
-                        [r.standard_normal(tuple(lead) + norm), r.standard_normal(norm), r.standard_normal(norm)],
-                        f"F.layer_norm over the last dims {norm} of x {tuple(lead) + norm} using your "
-                        "layer_norm_backward")
+        check_gradients(lambda x, w: F.rms_norm(x, (c,), w, eps=1e-5),
+                        [r.standard_normal(tuple(lead) + (c,)), r.standard_normal(c)],
+                        f"F.rms_norm over the last dim of x {tuple(lead) + (c,)} using your rms_norm_backward")
     finally:
-        minilooped.ops.fused.layer_norm_backward = original
+        minilooped.ops.fused.rms_norm_backward = original
 
 
 # ------------------------------------------------------------- ex2_3 log-softmax
@@ -154,7 +148,8 @@ def _log_softmax_check(impl, x, dim, what, rtol=1e-6):
     tx = torch.tensor(x, requires_grad=True)
     expected = torch.log_softmax(tx, dim)
     assert_close(out, expected, f"{what} value", rtol=rtol, atol=1e-6,
-                 hint="(a - m) - log(sum(exp(a - m))) with m = max along dim, keepdim=True")
+                 hint="log softmax(a) does not change when one constant is subtracted from a whole slice "
+                 "along dim: which constant keeps exp from overflowing?")
     g = _rng(7).standard_normal(x.shape).astype(x.dtype)
     out.backward(g)
     expected.backward(torch.tensor(g))
@@ -188,7 +183,7 @@ def test_log_softmax_huge_logits_do_not_overflow(impl):
 @pytest.mark.ex2_3
 def test_log_softmax_gradient_check(impl):
     check_gradients(lambda x: impl(x, -1), [_rng().standard_normal((3, 5))], "log_softmax",
-                    hint="use Tensor ops only; detach the maximum")
+                    hint="use Tensor ops only, so that autograd records every step")
 
 
 # ------------------------------------------------------------------ ex2_4 AdamW
@@ -300,3 +295,48 @@ def test_warmup_cosine_properties(impl, max_lr, frac, warmup, decay):
           f"after warmup the lr must stay at or above min_lr={min_lr}, got {min(lrs[warmup:])}")
     check(math.isclose(lrs[total], min_lr, rel_tol=1e-9, abs_tol=1e-15), f"at step max_steps={total} the lr "
           f"must be min_lr={min_lr}, got {lrs[total]}")
+
+
+# ------------------------------------------------------------- ex2_6 GELU backward
+def _gelu_torch_grad(x, g):
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.gelu(tx, approximate="tanh").backward(torch.tensor(g))
+    return tx.grad
+
+
+_GELU_HINT = ("the tanh form is 0.5 x (1 + tanh(u)) with u a cubic in x: the product rule, then the chain rule "
+              "through tanh and u")
+
+
+@pytest.mark.ex2_6
+def test_gelu_backward_matches_torch(impl):
+    x = np.linspace(-6, 6, 49)
+    g = _rng().standard_normal(x.shape)
+    assert_close(impl(g, x), _gelu_torch_grad(x, g), "dL/dx on [-6, 6]", hint=_GELU_HINT)
+
+
+@pytest.mark.ex2_6
+@grader_settings(20)
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=3), st.integers(0, 999))
+def test_gelu_backward_random_shapes(impl, shape, seed):
+    r = _rng(seed)
+    x, g = r.standard_normal(tuple(shape)) * 3, r.standard_normal(tuple(shape))
+    assert_close(impl(g, x), _gelu_torch_grad(x, g), f"dL/dx for x of shape {tuple(shape)}", hint=_GELU_HINT)
+
+
+@pytest.mark.ex2_6
+def test_gelu_backward_keeps_float32(impl):
+    x = _rng().standard_normal(6).astype(np.float32)
+    got = impl(np.ones(6, dtype=np.float32), x)
+    check(getattr(got, "dtype", None) == np.float32,
+          f"dL/dx: got dtype {getattr(got, 'dtype', type(got).__name__)}, expected float32 for float32 inputs",
+          hint="multiply by Python floats (math.sqrt(2 / math.pi)), which keep the array's dtype")
+
+
+@pytest.mark.ex2_6
+def test_gelu_backward_inside_the_engine(impl, monkeypatch):
+    # the plain gelu op calls gelu_backward (the fast path of ops/fast.py has its own kernel)
+    monkeypatch.setattr(minilooped.ops.elementwise, "gelu_backward", impl)
+    with fast.disabled():
+        check_gradients(lambda x: F.gelu(x), [_rng().standard_normal((3, 4)) * 2],
+                        "F.gelu using your gelu_backward", hint=_GELU_HINT)
