@@ -1,5 +1,5 @@
-"""The studies of part II, one per chapter (5-10), and the capstone's CPU replica (11): what each
-trains and measures.
+"""The studies of part II, one per chapter (5-10), the capstone's CPU replica (11) and part I's
+leaderboard (4): what each trains and measures.
 
 All train character-level Shakespeare models of the course's CPU size (128 wide, 4 heads,
 context 64, 16 sequences per step) from the shipped ``shakespeare-*`` configs, so a study
@@ -18,12 +18,38 @@ Jacobian spectral norm, rho(A_bar); minilooped.models.diagnostics), the depth cu
 """
 from __future__ import annotations
 
+from .part1 import count_baseline, mlp_language_model
 from .study import Run, Study, grid
 
 
 def _loops(*ks):
     return ("val_loss_by_loops", {"loops": list(ks)})
 
+
+# ---------------------------------------------------------------------- chapter 4
+# Part I's models at one budget: every trained model predicts 1,024,000 training characters
+# (the transformers 1000 steps of 16 x 64, chapter 2's MLP 4000 steps of 256 windows) and is
+# scored on the whole val split (part1.py says how). Cost: ~8 min of one core with
+# --backend=torch (the MLP trains with the NumPy core in either case).
+PART1_LEADERBOARD = Study(
+    "part1_leaderboard", chapter="4 GPT-2",
+    measures=(
+        "Part I's models on one scale, the cross-entropy on the whole val split of character-level "
+        "Shakespeare: the uniform, unigram and bigram models (exact, add-one smoothing), chapter 2's "
+        "MLP (8 characters of context), GPT-2 (shakespeare-gpt2, 4 blocks) and the course's looped "
+        "default (shakespeare-loop-residual, 1 block x 4 loops), the trained ones at a matched "
+        "budget of 1,024,000 predicted training characters, 3 seeds."),
+    runs=(
+        Run("uniform", evaluate=count_baseline("uniform"), seeds=(0,)),
+        Run("unigram", evaluate=count_baseline("unigram"), seeds=(0,)),
+        Run("bigram", evaluate=count_baseline("bigram"), seeds=(0,)),
+        Run("mlp", evaluate=mlp_language_model()),
+        Run("gpt2", "shakespeare-gpt2", {"max_iters": 1000}),
+        Run("loop_residual", "shakespeare-loop-residual", {"max_iters": 1000}),
+    ),
+    measurements=("val_loss_split",),
+    reduced_measurements={"val_loss_split": {"max_chars": 2048}},
+)
 
 # ---------------------------------------------------------------------- chapter 5
 _LOOP_RESIDUAL = {
@@ -226,7 +252,7 @@ CAPSTONE_CPU = Study(
     reduced_measurements={"depth_fit": {"loops": [1, 2]}},
 )
 
-STUDIES: dict[str, Study] = {s.name: s for s in (LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
+STUDIES: dict[str, Study] = {s.name: s for s in (PART1_LEADERBOARD, LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
                                                   RECURSIVE, TEST_TIME, CAPSTONE_CPU)}
 
 
@@ -242,5 +268,5 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-__all__ = ["STUDIES", "get_study", "converted_from", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
+__all__ = ["STUDIES", "get_study", "converted_from", "PART1_LEADERBOARD", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
            "CONTRACTIVE", "RECURSIVE", "TEST_TIME", "CAPSTONE_CPU"]
