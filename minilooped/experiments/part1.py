@@ -99,8 +99,11 @@ def mlp_val_loss(model, val: np.ndarray, context: int = MLP_CONTEXT, chunk: int 
     return total / len(windows)
 
 
-def train_mlp(seed: int, train: np.ndarray, V: int, recipe: dict = MLP_RECIPE, log_every: int = 0):
-    """Chapter 2's training loop: AdamW on two parameter groups, warmup-cosine, clipping."""
+def train_mlp(seed: int, train: np.ndarray, V: int, recipe: dict = MLP_RECIPE, val: np.ndarray | None = None,
+              eval_every: int = 250, eval_chars: int = 65_536):
+    """Chapter 2's training loop: AdamW on two parameter groups, warmup-cosine, clipping.
+    Returns the model and its learning curve: every ``eval_every`` steps the val loss on the
+    first ``eval_chars`` characters of ``val`` (none without ``val``)."""
     import minilooped as ml
     import minilooped.functional as F
 
@@ -113,18 +116,23 @@ def train_mlp(seed: int, train: np.ndarray, V: int, recipe: dict = MLP_RECIPE, l
                                 {"params": [p for p in params.values() if p.ndim < 2], "weight_decay": 0.0}],
                                lr=r["learning_rate"], betas=r["betas"])
     rng = np.random.default_rng([seed, 1337])
-    for step in range(r["max_iters"]):
-        lr = ml.optim.warmup_cosine(step, r["learning_rate"], r["min_lr"], r["warmup_iters"], r["max_iters"])
-        ml.optim.set_lr(optimizer, lr)
+    curve = {"step": [], "predicted_chars": [], "val_loss": []}
+    for step in range(r["max_iters"] + 1):
+        if val is not None and (step % eval_every == 0 or step == r["max_iters"]):
+            curve["step"].append(step)
+            curve["predicted_chars"].append(step * r["batch_size"])
+            curve["val_loss"].append(mlp_val_loss(model, val[:eval_chars + MLP_CONTEXT]))
+        if step == r["max_iters"]:
+            break
+        ml.optim.set_lr(optimizer, ml.optim.warmup_cosine(step, r["learning_rate"], r["min_lr"],
+                                                          r["warmup_iters"], r["max_iters"]))
         x, y = get_batch(train, r["batch_size"], MLP_CONTEXT, rng)
-        loss = F.cross_entropy(model(x), y[:, -1])
+        loss = F.cross_entropy(model(x), y[:, -1])  # the target: the character after the window
         optimizer.zero_grad()
         loss.backward()
         ml.optim.clip_grad_norm_(model.parameters(), r["grad_clip"])
         optimizer.step()
-        if log_every and step % log_every == 0:
-            print(f"mlp seed {seed} step {step}: loss {loss.item():.3f}", flush=True)
-    return model
+    return model, curve
 
 
 def mlp_language_model(recipe: dict | None = None):
@@ -137,33 +145,69 @@ def mlp_language_model(recipe: dict | None = None):
             r.update(max_iters=6, warmup_iters=2, batch_size=8)
         train, val, V = _shakespeare_chars()
         t0 = time.perf_counter()
-        model = train_mlp(job.seed, train, V, r)
-        seconds = time.perf_counter() - t0
         if job.study.is_reduced:
             val = val[:2000]
-        return {"val_loss_split": mlp_val_loss(model, val), "train_seconds": seconds,
+        model, curve = train_mlp(job.seed, train, V, r, val=val, eval_every=max(1, r["max_iters"] // 16))
+        seconds = time.perf_counter() - t0
+        return {"val_loss_split": mlp_val_loss(model, val), "train_seconds": seconds, "mlp_curve": curve,
                 "predicted_chars": r["max_iters"] * r["batch_size"],
                 "params": sum(p.numel() for p in model.parameters()), "recipe": {**r, "betas": list(r["betas"])}}
     return evaluate
 
 
+def _split_token_losses(run, max_chars: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """(n, block_size) losses (nats) of every token of the val split cut into consecutive
+    windows of block_size tokens, each predicted from the tokens before it in its window.
+    Computed once per run (both measurements below read it)."""
+    key = ("_split_token_losses", max_chars)
+    if key not in run.__dict__:
+        val = np.asarray(run.data.val.tokens, dtype=np.int64)
+        if max_chars:
+            val = val[:max_chars + 1]
+        T = run.model_config.block_size
+        n = (len(val) - 1) // T
+        x, y = val[:n * T].reshape(n, T), val[1:n * T + 1].reshape(n, T)
+        run.__dict__[key] = np.concatenate([_token_losses(run, x[i:i + batch_size], y[i:i + batch_size])
+                                            for i in range(0, n, batch_size)])
+    return run.__dict__[key]
+
+
+def _token_losses(run, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-log p(y | x) per token, from the trained model's logits (core or mirror)."""
+    model = run.model
+    model.eval()
+    if run.cfg.backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            logits = model(torch.as_tensor(x, device=run.engine.device))[0]
+            logits = logits.float().cpu().numpy()
+    else:
+        import minilooped as ml
+        from .. import backend
+
+        with ml.no_grad():
+            logits = backend.to_numpy(model(x)[0].data)
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return -np.take_along_axis(log_p, y[..., None], axis=-1)[..., 0]
+
+
 @measurement("val_loss_split")
-def val_loss_split(run, batch_size: int = 64, max_chars: int | None = None):
+def val_loss_split(run, max_chars: int | None = None):
     """Val loss (nats per token) over the whole val split (or its first ``max_chars``), cut into
     consecutive windows of block_size tokens, each token predicted from those before it in its
-    window; the same characters for every model of a given block size and seed-independent."""
-    val = np.asarray(run.data.val.tokens, dtype=np.int64)
-    if max_chars:
-        val = val[:max_chars + 1]
-    T = run.model_config.block_size
-    n = (len(val) - 1) // T
-    x = val[:n * T].reshape(n, T)
-    y = val[1:n * T + 1].reshape(n, T)
-    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
-    sizes = np.array([len(b[0]) for b in batches], dtype=np.float64)
-    losses = np.array([run.engine.eval_loss([b]) for b in batches])
-    return float((losses * sizes).sum() / sizes.sum())
+    window: the same characters for every model of a given block size, whatever the seed."""
+    return float(_split_token_losses(run, max_chars).mean())
+
+
+@measurement("val_loss_by_position")
+def val_loss_by_position(run, max_chars: int | None = None):
+    """The same losses averaged per position in the window (0 = no context, block_size - 1 =
+    the longest): how much of its context the model uses."""
+    return _split_token_losses(run, max_chars).mean(axis=0).tolist()
 
 
 __all__ = ["count_losses", "count_baseline", "MLPLanguageModel", "train_mlp", "mlp_val_loss",
-           "mlp_language_model", "val_loss_split", "MLP_RECIPE", "MLP_CONTEXT"]
+           "mlp_language_model", "val_loss_split", "val_loss_by_position", "MLP_RECIPE", "MLP_CONTEXT"]

@@ -47,8 +47,8 @@ PART1_LEADERBOARD = Study(
         Run("gpt2", "shakespeare-gpt2", {"max_iters": 1000}),
         Run("loop_residual", "shakespeare-loop-residual", {"max_iters": 1000}),
     ),
-    measurements=("val_loss_split",),
-    reduced_measurements={"val_loss_split": {"max_chars": 2048}},
+    measurements=("val_loss_split", "val_loss_by_position"),
+    reduced_measurements={"val_loss_split": {"max_chars": 2048}, "val_loss_by_position": {"max_chars": 2048}},
 )
 
 # ---------------------------------------------------------------------- chapter 5
