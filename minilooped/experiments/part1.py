@@ -25,8 +25,7 @@ from ..data import get_batch
 from .measurements import measurement
 
 # chapter 2's MLP language model and its training recipe (Bengio et al., 2003, with LayerNorm
-# and GELU): 4000 steps of 256 windows = 1,024,000 predicted characters, the same number as
-# 1000 steps of 16 sequences of 64 characters for the transformers
+# and GELU; chapter 2 trains it 4000 steps with 200 of warmup)
 MLP_CONTEXT, MLP_EMBD, MLP_HIDDEN = 8, 32, 512
 MLP_RECIPE = dict(batch_size=256, max_iters=4000, warmup_iters=200, learning_rate=1e-2, min_lr=1e-3,
                   weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0)
