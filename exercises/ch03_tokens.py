@@ -14,9 +14,10 @@ from minilooped.data.tokenizers.char import CharTokenizer as _LibraryCharTokeniz
 def get_stats(ids):
     """Exercise 3.1 -- count the pairs of neighbouring ids.
 
-    Input: ``ids``, a list of ints. Return a dict mapping each pair ``(ids[i], ids[i+1])``
-    that occurs to its number of occurrences (overlapping ones count: [7, 7, 7] has the
-    pair (7, 7) twice). An empty dict for fewer than two ids.
+    Input: ``ids``, a list of ints. Output: a dict mapping each pair of neighbouring ids
+    (a tuple ``(a, b)``: ``a`` immediately followed by ``b``) that occurs to the number of
+    positions where it occurs. Pairs may overlap, and every position counts. BPE training
+    takes the most frequent pair of this dict as its next merge.
 
     >>> get_stats([1, 2, 3, 1, 2])
     {(1, 2): 2, (2, 3): 1, (3, 1): 1}
@@ -30,10 +31,14 @@ def merge(ids, pair, new_id):
     """Exercise 3.2 -- one BPE merge step: replace every occurrence of ``pair`` by ``new_id``.
 
     Inputs: ``ids``, a list of ints; ``pair``, a tuple (a, b); ``new_id``, an int.
-    Return a new list (leave ``ids`` unchanged) in which, scanning left to right, each
-    place where ``a`` is immediately followed by ``b`` becomes the single id ``new_id``.
-    Occurrences do not overlap: once (a, b) is replaced, the scan continues after b,
-    so merge([5, 5, 5], (5, 5), 9) == [9, 5].
+    Output: a new list (``ids`` stays unchanged) in which occurrences of ``a`` immediately
+    followed by ``b`` have become the single id ``new_id``: the sequence that step 3 of
+    BPE training (section 2) produces.
+
+    Design decision: where occurrences overlap, as (5, 5) does in [5, 5, 5], an id cannot
+    go into two new tokens, so you must choose which occurrences to replace. Make the
+    choice section 2's training makes, and work out why ``get_stats`` can then promise a
+    merge more replacements than it performs.
 
     >>> merge([1, 2, 3, 1, 2], (1, 2), 4)
     [4, 3, 4]
@@ -56,15 +61,15 @@ class BPETokenizer(_LibraryBPETokenizer):
     def _encode_chunk(self, chunk):
         """Encode one chunk: ``chunk`` is a ``bytes`` object; return a list of ids.
 
-        1. Start from the bytes' ids: ``[self.byte_ids[b] for b in chunk]``.
-        2. While at least two ids remain: among the neighbouring pairs that are in
-           ``self.merges``, take the one learned first (the smallest new id), and
-           replace all its occurrences by its new id (``merge``). Stop when no pair is
-           a known merge.
+        Output: the ids the tokenizer's merges give these bytes, starting from each
+        byte's id (``self.byte_ids``) and merging until no neighbouring pair is a known
+        merge. On text the tokenizer was trained on, the result must be exactly the
+        sequence training produced; loaded with GPT-2's merges, exactly tiktoken's ids.
 
-        Applying merges in learning order, not left to right, is what reproduces the
-        training: with merges {(b, c): 256, (a, b): 257}, "abc" encodes to [a, 256].
-        You may use the library's ``get_stats`` and ``merge``
+        Design decision: several known pairs may be present at once, and merging one can
+        destroy another (with merges {(b, c): 256, (a, b): 257}, the bytes "abc" could end
+        as [257, c] or as [a, 256]). Decide which pair to merge first, and why that
+        choice reproduces training. You may use the library's ``get_stats`` and ``merge``
         (``from minilooped.data.tokenizers.bpe import get_stats, merge``).
         Library: ``minilooped.data.tokenizers.bpe.BPETokenizer._encode_chunk``.
         """
@@ -104,14 +109,32 @@ def get_batch(data, batch_size, block_size, rng):
     .bin file, which reads from disk only the windows you index) or a
     ``minilooped.data.TokenDataset`` (its ids are ``data.tokens``); ``batch_size`` B and
     ``block_size`` T, positive ints; ``rng``, a ``np.random.Generator``.
-    Return ``(x, y)``, two int64 arrays of shape (B, T):
+    Output: ``(x, y)``, two int64 arrays of shape (B, T). Row b of ``x`` is T consecutive
+    tokens of ``data`` from a random start, and ``y[b, t]`` is the token that follows
+    ``x[b, t]`` in ``data`` (the target of every position).
 
-        starts = rng.integers(0, len(data) - T, size=B)     exactly this call, once
-        x[b] = data[starts[b] : starts[b] + T]
-        y[b] = data[starts[b] + 1 : starts[b] + T + 1]     the next token of each position
-
-    (The same call makes the NumPy core and the PyTorch mirror train on identical
-    batches.) If ``data`` has fewer than T + 1 tokens raise ``ValueError`` saying so.
+    Draw the B starts with one call ``rng.integers(low, high, size=B)`` and nothing else
+    from ``rng`` (the same generator then gives the library's batch, which is how the NumPy
+    core and the PyTorch mirror train on identical batches). Derive ``low`` and ``high``
+    (exclusive): every window whose targets exist must be possible, none may read past the
+    end. Data too short for one window raises ``ValueError`` saying so. Read the windows
+    without a Python loop over the batch.
     Library: ``minilooped.data.get_batch``.
     """
     raise NotImplementedError("ex3_5: get_batch")
+
+
+def token_dtype(vocab_size):
+    """Exercise 3.6 -- the integer type of a ``.bin`` token file.
+
+    Input: ``vocab_size`` V, an int. Output: a ``np.dtype``, ``np.uint16`` or ``np.uint32``
+    (the two types the library's and nanoGPT's token files use), the smaller of them that
+    holds every token id of a V-token vocabulary. A V that is not positive, or that no
+    32-bit unsigned id can cover, raises ``ValueError``.
+
+    Derive the largest V each type can hold (mind which ids a vocabulary of V tokens
+    has), and check GPT-2's 50,257 tokens. Why does halving the bytes per token matter for
+    a corpus of 9 billion tokens read through ``np.memmap``?
+    Library: ``minilooped.data.prepare.token_dtype``.
+    """
+    raise NotImplementedError("ex3_6: token_dtype")

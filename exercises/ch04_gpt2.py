@@ -15,19 +15,21 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     """Exercise 4.1 -- attention, with the causal mask of a language model.
 
     Inputs: Tensors ``q`` of shape (..., L, E), ``k`` (..., S, E), ``v`` (..., S, Ev),
-    the leading dims being e.g. (B, n_head); ``is_causal``; ``scale`` (None means
-    1 / sqrt(E)). Return a Tensor of shape (..., L, Ev):
+    the leading dims being e.g. (B, n_head); ``is_causal``; ``scale``, a float or None.
+    Output: a Tensor of shape (..., L, Ev) whose row i is a weighted average of the rows of
+    ``v``, the weights (positive, summing to one) growing with the dot product of query i
+    and each key, multiplied by ``scale`` (section 1).
 
-        att = q @ k^T * scale                 (..., L, S): how much query i attends to key j
-        att[..., i, j] = -inf  for j > i     if is_causal: position i sees only positions <= i
-        out = softmax(att, dim=-1) @ v
+    Two things to work out. (1) ``is_causal``: which (i, j) must get weight exactly 0 so
+    that no output row depends on a later position, and how to make a weight exactly 0
+    before the softmax rather than after it. (2) ``scale=None``: derive the factor that
+    gives the scores unit variance when q and k have independent components of mean 0
+    and variance 1, whatever E.
 
-    Build it from Tensor ops (``k.transpose(-2, -1)``, ``@``, ``masked_fill``,
-    ``F.softmax``) so autograd differentiates it. A boolean mask "above the diagonal"
-    is ``np.triu(np.ones((L, S), dtype=bool), k=1)``; exp(-inf) = 0 removes those keys.
-    You need not support ``attn_mask`` or ``dropout_p`` (not graded; raise
-    NotImplementedError if they are given). Library (fused, with a hand-written
-    backward): ``minilooped.functional.scaled_dot_product_attention``.
+    Build it from Tensor ops (``transpose``, ``@``, ``masked_fill``, ``F.softmax``) so
+    that autograd differentiates it. You need not support ``attn_mask`` or ``dropout_p``
+    (not graded; raise NotImplementedError if they are given). Library (fused, with a
+    hand-written backward): ``minilooped.functional.scaled_dot_product_attention``.
     """
     raise NotImplementedError("ex4_1: scaled_dot_product_attention")
 
@@ -41,16 +43,18 @@ class CausalSelfAttention(_LibraryCausalSelfAttention):
         """``x`` (B, T, C) -> (B, T, C). Only ``xq=None, relax=None`` is graded (the two
         extra inputs serve the looped models of later chapters).
 
-            q, k, v = c_attn(x) split into three (B, T, C) along the last dim
-            each -> (B, T, n_head, hs) -> (B, n_head, T, hs),   hs = C // n_head
-            y = causal attention of q, k, v                     (B, n_head, T, hs)
-            y -> (B, T, n_head, hs) -> (B, T, C)                the heads side by side
-            return resid_dropout(c_proj(y))
+        ``c_attn`` gives the queries, keys and values of all heads at once, side by side
+        along the last dim (3C channels). Head h owns channels h*hs .. (h+1)*hs - 1 of each
+        of the three (hs = C // n_head), at every position. Run causal attention in every
+        head at once, with ``F.scaled_dot_product_attention(..., is_causal=True,
+        dropout_p=self.dropout if self.training else 0.0)``, which treats all leading dims
+        as a batch; put the heads' outputs back side by side per position, then
+        ``c_proj`` and ``resid_dropout``.
 
-        Use ``F.scaled_dot_product_attention(q, k, v, is_causal=True,
-        dropout_p=self.dropout if self.training else 0.0)``, and ``.split``, ``.view``
-        and ``.transpose``. Mind the order: reshaping (B, T, C) straight to
-        (B, n_head, T, hs) mixes positions into heads.
+        Design decision: the sequence of ``.split``, ``.view`` and ``.transpose`` that takes
+        (B, T, 3C) to the shape attention needs and back. Several have the right shapes;
+        only one keeps every position's channels in its own row. The grader changes the
+        last position and checks that no earlier output moves.
         Library: ``minilooped.models.attention.CausalSelfAttention.forward``.
         """
         raise NotImplementedError("ex4_2: CausalSelfAttention.forward")
@@ -61,10 +65,11 @@ class Block(_LibraryBlock):
     constructor: ``self.ln_1``, ``self.attn``, ``self.ln_2``, ``self.mlp``)."""
 
     def forward(self, x, xq=None, relax=None):
-        """``x`` (B, T, C) -> (B, T, C), two residual updates, each normalising its input:
-
-            x = x + attn(ln_1(x))
-            x = x + mlp(ln_2(x))
+        """``x`` (B, T, C) -> (B, T, C): GPT-2's block of section 4, attention then MLP,
+        each a residual branch with its own LayerNorm in GPT-2's (pre-LN) place. Where the
+        LayerNorm sits decides whether the identity path from input to output stays free
+        of normalisation; the grader checks that with both output projections at zero the
+        block returns its input exactly.
 
         Only ``xq=None, relax=None`` is graded (later chapters' looped models).
         Library: ``minilooped.models.block.Block.forward``.
@@ -79,14 +84,14 @@ def flops_per_token(config, named_numels):
     ``block_size``); ``named_numels``, a list of (parameter name, number of elements),
     e.g. ``[(n, p.numel()) for n, p in model.named_parameters()]`` (the tied
     embedding/head appears once, as "transformer.wte.weight" or "lm_head.weight").
-    Return a number:
+    Output: a number, the FLOPs (a multiply and an add are 2) of one training step per
+    token of a full context of ``block_size`` tokens: the forward pass and the backward
+    pass (which computes two products for each one of the forward), PaLM's accounting.
 
-        6 N + 12 L H Q T
-
-    N: the parameters that multiply, i.e. all but the position embeddings
-    "transformer.wpe.*" (a lookup; the token embedding counts, as the output head);
-    2 FLOPs per weight forward, 4 backward. L = n_layer, H = n_head, Q = n_embd // n_head,
-    T = block_size: the attention scores and their weighted sum.
+    Derive it: which parameters take part in a matrix product (a table lookup does not;
+    the tied head does), what one weight costs per token forward and backward, and what
+    the attention scores and their weighted sum cost per layer, head and token, which no
+    parameter counts. The grader checks GPT-2 124M against nanoGPT's estimate_mfu.
     Only ``config.variant == "gpt2"`` is graded here; chapter 5 counts looped blocks.
     Library: ``minilooped.training.mfu.flops_per_token``.
     """

@@ -57,6 +57,9 @@ def test_reduced_study_runs_end_to_end_and_resumes(tmp_path, name):
         assert all(k in p for k in PROVENANCE) and p["command"] == f"python -m minilooped.experiments {name} --reduced"
         assert p["commit"] is None or len(p["commit"]) == 40
         m = result["measurements"]
+        if job.run.evaluate is not None:  # no training: the hook's own measurements
+            assert m and all(v is None or isinstance(v, (int, float, list, dict)) for v in m.values())
+            continue
         assert math.isfinite(m["final_val_loss"]) and m["params"] > 0 and m["ms_per_step"] > 0
         assert m["loss_curve"]["step"] == [0, 3, 6] and len(m["train_curve"]["grad_norm"]) == 6
         depths = m.get("val_loss_by_loops")
@@ -256,7 +259,9 @@ def test_every_full_study_is_estimated_within_two_hours_on_two_cores():
     for name, study in STUDIES.items():
         seconds, jobs, _ = estimate(study)
         assert len(jobs) == sum(len(study.seeds_of(r)) for r in study.runs)
-        assert 600 < seconds <= 2 * 3600, (name, seconds)
+        # part I's leaderboard is the smallest: 300 steps a model (its MLP runs, estimated as set-up
+        # only, take ~15 s each)
+        assert (60 if name == "part1_leaderboard" else 600) < seconds <= 2 * 3600, (name, seconds)
 
 
 def test_train_curve_bins_keep_means_and_spikes(tmp_path):

@@ -1,5 +1,5 @@
-"""The studies of part II, one per chapter (5-10), and the capstone's CPU replica (11): what each
-trains and measures.
+"""The studies of part II, one per chapter (5-10), the capstone's CPU replica (11) and part I's
+leaderboard (4): what each trains and measures.
 
 All train character-level Shakespeare models of the course's CPU size (128 wide, 4 heads,
 context 64, 16 sequences per step) from the shipped ``shakespeare-*`` configs, so a study
@@ -20,12 +20,41 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .part1 import count_baseline, mlp_language_model
 from .study import Run, Study, grid
 
 
 def _loops(*ks):
     return ("val_loss_by_loops", {"loops": list(ks)})
 
+
+# ---------------------------------------------------------------------- chapter 4
+# Part I's models at one budget: every trained model predicts 307,200 training characters, the
+# budget of chapter 4's own run (300 steps of 16 x 64, warmup 20, which the transformers repeat;
+# chapter 2's MLP: 1200 steps of 256 windows, its recipe with the warmup at the same 5% of the
+# steps), scored on the whole val split (part1.py says how). Sized for a shared 2-core machine:
+# about 4 min of one core with --backend=torch (the MLP trains with the NumPy core in any case).
+_PART1 = dict(max_iters=300, warmup_iters=20, eval_interval=50, eval_iters=8)
+PART1_LEADERBOARD = Study(
+    "part1_leaderboard", chapter="4 GPT-2",
+    measures=(
+        "Part I's models on one scale, the cross-entropy on the whole val split of character-level "
+        "Shakespeare: the uniform, unigram and bigram models (exact, add-one smoothing), chapter 2's "
+        "MLP (8 characters of context), GPT-2 (shakespeare-gpt2, 4 blocks) and the course's looped "
+        "default (shakespeare-loop-residual, 1 block x 4 loops), the trained ones at a matched "
+        "budget of 307,200 predicted training characters (chapter 4's 300 steps), 3 seeds; and the "
+        "transformers' val loss by position in the context."),
+    runs=(
+        Run("uniform", evaluate=count_baseline("uniform"), seeds=(0,)),
+        Run("unigram", evaluate=count_baseline("unigram"), seeds=(0,)),
+        Run("bigram", evaluate=count_baseline("bigram"), seeds=(0,)),
+        Run("mlp", evaluate=mlp_language_model({"max_iters": 1200, "warmup_iters": 60})),
+        Run("gpt2", "shakespeare-gpt2", _PART1),
+        Run("loop_residual", "shakespeare-loop-residual", _PART1),
+    ),
+    measurements=("val_loss_split", "val_loss_by_position"),
+    reduced_measurements={"val_loss_split": {"max_chars": 2048}, "val_loss_by_position": {"max_chars": 2048}},
+)
 
 # ---------------------------------------------------------------------- chapter 5
 _LOOP_RESIDUAL = {
@@ -231,7 +260,7 @@ CAPSTONE_CPU = Study(
     reduced_measurements={"depth_fit": {"loops": [1, 2]}},
 )
 
-STUDIES: dict[str, Study] = {s.name: s for s in (LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
+STUDIES: dict[str, Study] = {s.name: s for s in (PART1_LEADERBOARD, LOOP_RESIDUAL, LOOP_STABILITY, FULLY_LOOPED, CONTRACTIVE,
                                                   RECURSIVE, TEST_TIME, CAPSTONE_CPU)}
 
 
@@ -247,5 +276,5 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-__all__ = ["STUDIES", "get_study", "converted_from", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
+__all__ = ["STUDIES", "get_study", "converted_from", "PART1_LEADERBOARD", "LOOP_RESIDUAL", "LOOP_STABILITY", "FULLY_LOOPED",
            "CONTRACTIVE", "RECURSIVE", "TEST_TIME", "CAPSTONE_CPU"]

@@ -105,6 +105,8 @@ EXERCISES: list[Exercise] = [
              "CharTokenizer", "minilooped.data.tokenizers.char:CharTokenizer"),
     Exercise("ex3_5", "Random training windows from a memmap", 2,
              "get_batch", "minilooped.data.batches:get_batch"),
+    Exercise("ex3_6", "The integer type of a token file", 1,
+             "token_dtype", "minilooped.data.prepare:token_dtype"),
     # Chapter 4: GPT-2
     Exercise("ex4_1", "Causal scaled dot-product attention", 3,
              "scaled_dot_product_attention", "minilooped.ops.fused:scaled_dot_product_attention"),

@@ -190,7 +190,8 @@ def test_get_batch_same_windows_as_nanogpt(impl, token_file):
     _, data = token_file
     got = impl(data, 6, 16, np.random.default_rng(123))
     expected = reference_get_batch(data, 6, 16, np.random.default_rng(123))
-    hint = "draw the starts with one call rng.integers(0, len(data) - block_size, size=batch_size)"
+    hint = ("draw the starts with one call rng.integers(low, high, size=batch_size) and nothing else from rng; "
+            "high is exclusive: one more than the largest valid start")
     assert_equal(got[0], expected[0], "x for rng seed 123", hint=hint)
     assert_equal(got[1], expected[1], "y for rng seed 123", hint=hint)
 
@@ -201,7 +202,7 @@ def test_get_batch_reaches_the_last_window(impl):
     x, y = impl(data, 300, 8, np.random.default_rng(0))
     starts = set(x[:, 0].tolist())
     check(starts == {0, 1, 2}, f"11 tokens, block_size 8: the window starts drawn were {sorted(starts)}, "
-          "expected all of 0, 1, 2", hint="starts are uniform over 0 .. len(data) - block_size - 1")
+          "expected all of 0, 1, 2", hint="the largest start is the one whose last target is the last token of data")
     check(int(y.max()) == 10, f"the last token (10) must be reachable as a target, max target was {int(y.max())}")
 
 
@@ -219,3 +220,33 @@ def test_get_batch_token_dataset_and_errors(impl, token_file):
         raise GradingError(f"8 tokens with block_size 8 raised {type(e).__name__}: {e}; expected ValueError") \
             from None
     check(False, "8 tokens with block_size 8 returned normally; expected ValueError (a window needs 9 tokens)")
+
+
+# ---------------------------------------------------------------- ex3_6 token_dtype
+@pytest.mark.ex3_6
+def test_token_dtype_boundaries(impl):
+    for V, want in ((1, np.uint16), (256, np.uint16), (257, np.uint16), (50257, np.uint16),
+                    (2**16, np.uint16), (2**16 + 1, np.uint32), (2**32, np.uint32)):
+        got = impl(V)
+        check(np.dtype(got) == np.dtype(want), f"token_dtype({V}) returned {got}, expected {np.dtype(want).name}",
+              hint="a vocabulary of V tokens has the ids 0 .. V - 1: a type of b bits holds V up to 2**b")
+
+
+@pytest.mark.ex3_6
+def test_token_dtype_rejects_impossible_vocabularies(impl):
+    for V in (0, -3, 2**32 + 1):
+        try:
+            got = impl(V)
+        except ValueError:
+            continue
+        except Exception as e:
+            raise GradingError(f"token_dtype({V}) raised {type(e).__name__}: {e}; expected ValueError") from None
+        check(False, f"token_dtype({V}) returned {got}; expected ValueError",
+              hint="no vocabulary is empty, and ids above 2**32 - 1 fit no 32-bit type")
+
+
+@pytest.mark.ex3_6
+def test_token_dtype_holds_the_largest_id(impl):
+    for V in (1000, 2**16, 2**16 + 1, 2**20):
+        dt = np.dtype(impl(V))
+        check(np.array([V - 1]).astype(dt)[0] == V - 1, f"token_dtype({V}) = {dt.name} cannot hold the id {V - 1}")

@@ -177,9 +177,9 @@ def test_flops_gpt2_124m(impl):
     expected = 6 * n + 12 * 12 * 12 * 64 * 1024
     got = impl(config, _named_numels(model))
     check(isinstance(got, (int, float)) and got == expected,
-          f"GPT-2 124M: expected {expected:,} FLOPs per token (6 N + 12 L H Q T with N = {n:,}), got {got!r}",
-          hint="N: every parameter except transformer.wpe.*; L H Q T = n_layer, n_head, n_embd // n_head, "
-               "block_size")
+          f"GPT-2 124M ({n:,} parameters without wpe): expected {expected:,} FLOPs per token, got {got!r}",
+          hint="every parameter but transformer.wpe.* multiplies, forward and backward; the attention scores and "
+               "weighted sum add a term in n_layer, n_head, n_embd // n_head and block_size")
 
 
 @pytest.mark.ex4_4
@@ -191,7 +191,7 @@ def test_flops_small_models(impl):
         hs = config.n_embd // config.n_head
         expected = 6 * model.num_params() + 12 * config.n_layer * config.n_head * hs * config.block_size
         assert_equal(impl(config, _named_numels(model)), expected, f"FLOPs per token of {fields}, block_size 8",
-                     hint="6 N + 12 L H Q T, N = parameters without the position embeddings")
+                     hint="the position embeddings are a lookup: they cost no FLOPs")
 
 
 @pytest.mark.ex4_4
