@@ -55,7 +55,7 @@ ALLOWED = {
     ],
     "recursive.py": [
         # the core chooses NumPy or CuPy by the weights' array; torch has one module
-        ('xp = backend.array_module(src["lm_head.weight"])  # numpy, or cupy on a GPU', None),
+        ("xp = backend.array_module(residual)  # numpy, or cupy on a GPU", None),
     ],
 }
 

@@ -161,10 +161,11 @@ CONTRACTIVE = Study(
 # ---------------------------------------------------------------------- chapter 9
 
 
-def converted_from(source: str):
+def converted_from(source: str, teacher: bool = False):
     """A ``prepare`` hook: run ``source`` (a gpt2 model, same seed) converted by
     minilooped.models.from_gpt2 as this run's model_args say (n_layer unique blocks, sharing,
-    init, lora_rank) becomes this run's starting weights (init_from)."""
+    init, lora_rank) becomes this run's starting weights (init_from); with ``teacher`` the
+    source is also the model it distils from (distill_from)."""
     def prepare(job):
         path = job.run_dir / "converted.safetensors"
         if not path.is_file():
@@ -179,7 +180,7 @@ def converted_from(source: str):
             recursive = from_gpt2(model, a["n_layer"], sharing=a.get("sharing", "cycle"),
                                   init=a.get("init", "stepwise"), lora_rank=a.get("lora_rank", 0))
             save_safetensors(recursive, path)
-        return {"init_from": str(path)}
+        return {"init_from": str(path), **({"distill_from": str(job.run_dir_of(source))} if teacher else {})}
     return prepare
 
 
@@ -195,6 +196,20 @@ def _recursive_runs(source: str, uptrain: dict) -> tuple[Run, ...]:
     return tuple(runs)
 
 
+def _distilled_runs(source: str, uptrain: dict) -> tuple[Run, ...]:
+    """With and without distillation: K2_stepwise_r8 again with the source as teacher; and the
+    strictly shared K = 1 model (the one depth-wise batching can serve) trained for early
+    exits, a loss at every loop's readout, the later ones weighing more, plus the teacher."""
+    base = {"variant": "recursive", "init": "stepwise", **uptrain}
+    return (
+        Run("K2_stepwise_r8_kd", "shakespeare-gpt2", {**base, "n_layer": 2, "n_loops": 2, "lora_rank": 8},
+            prepare=converted_from(source, teacher=True), needs=(source,)),
+        Run("K1_stepwise_r0_exit_kd", "shakespeare-gpt2", {**base, "n_layer": 1, "n_loops": 4, "lora_rank": 0,
+                                                            "exit_loss": "aggressive"},
+            prepare=converted_from(source, teacher=True), needs=(source,)),
+    )
+
+
 _UPTRAIN = dict(max_iters=250, learning_rate=1e-3, min_lr=1e-4, warmup_iters=20)
 RECURSIVE = Study(
     "recursive", chapter="9 Relaxed Recursive Transformers",
@@ -204,12 +219,16 @@ RECURSIVE = Study(
         "block looped 4 times (stepwise, average), strictly shared (LoRA rank 0) or relaxed (rank 8, "
         "32), then uptrained 250 steps at lr 1e-3: parameters against loss, the loss right after "
         "conversion (the first point of loss_curve) and after uptraining, val loss at each early "
-        "exit, against the source and a recursive model of the same shape trained from scratch."),
+        "exit, against the source and a recursive model of the same shape trained from scratch; "
+        "and two uptrainings distilled from the source (alpha 0.5, tau 1): K2_stepwise_r8 again, and "
+        "K1_stepwise_r0 with early-exit losses at every loop (weights growing with the loop)."),
     runs=(
         Run("gpt2_source", "shakespeare-gpt2", {"max_iters": 1200}),
         *_recursive_runs("gpt2_source", _UPTRAIN),
         Run("K2_scratch", "shakespeare-gpt2", {"variant": "recursive", "n_layer": 2, "n_loops": 2,
                                                "max_iters": 1200}),
+        # added after the runs above had been made (2026-12-06), run from the same source checkpoints
+        *_distilled_runs("gpt2_source", _UPTRAIN),
     ),
     measurements=(_loops(1, 2, 3, 4),),
     reduced_overrides={"warmup_iters": 2, "learning_rate": 1e-3, "min_lr": 1e-4},

@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    9: ("Relaxed Recursive Transformers", "exercises.ch09_relaxed_recursive"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -116,6 +117,17 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 9: Relaxed Recursive Transformers
+    Exercise("ex9_1", "Which shared block at each depth", 1,
+             "block_order", "minilooped.models.recursive:block_order"),
+    Exercise("ex9_2", "Stepwise, Average and Lower initialisation", 2,
+             "shared_init", "minilooped.models.recursive:shared_init"),
+    Exercise("ex9_3", "LoRA from the SVD of the residual", 3,
+             "svd_lora_init", "minilooped.models.recursive:svd_lora_init"),
+    Exercise("ex9_4", "Parameters of a relaxed recursive model", 2,
+             "relaxed_param_count", "minilooped.models.recursive:relaxed_param_count"),
+    Exercise("ex9_5", "Throughput of depth-wise batching under an exit distribution", 3,
+             "expected_speedup", "minilooped.models.depthwise_batching:expected_speedup"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

@@ -151,6 +151,53 @@ def stepwise_sources(n_layer, n_unique):
     return [math.floor(i * (n_layer - 1) / (n_unique - 1) + 0.5) for i in range(n_unique)]
 
 
+def shared_init(layers, n_unique, init, sharing="cycle"):
+    """The n_unique shared values of one parameter from its N = len(layers) pretrained values
+    (e.g. every layer's mlp.c_fc.weight): Stepwise, Lower, or the Average of the layers
+    that ``sharing`` ties to each block (module docstring)."""
+    N = len(layers)
+    if not isinstance(n_unique, int) or n_unique < 1 or N % n_unique:
+        raise ValueError(f"n_unique={n_unique!r} must divide the number of layers, {N}.")
+    if init == "stepwise":
+        return [layers[s] for s in stepwise_sources(N, n_unique)]
+    if init == "lower":
+        return [layers[i] for i in range(n_unique)]
+    if init != "average":
+        raise ValueError(f"init={init!r}: use 'stepwise', 'average' or 'lower'.")
+    order = block_order(n_unique, N // n_unique, sharing)
+    tied = [[d for d in range(N) if order[d] == i] for i in range(n_unique)]  # the depths of block i
+    return [sum(layers[d] for d in depths) / len(depths) for depths in tied]  # their mean
+
+
+def svd_lora_init(residual, rank):
+    """(A (r, in), B (out, r)) whose product B A is the best rank-r approximation of the
+    residual W_orig - W_shared (out, in): the truncated SVD, A = V_r^T, B = U_r S_r. By
+    Eckart-Young no matrix of rank <= r is closer, in the Frobenius or the spectral norm;
+    the Frobenius error is sqrt(sum of the squared singular values past the r-th)."""
+    if not isinstance(rank, int) or not 0 <= rank <= min(residual.shape):
+        raise ValueError(f"rank={rank!r} must be an int in [0, {min(residual.shape)}] for a "
+                         f"residual of shape {tuple(residual.shape)}.")
+    xp = backend.array_module(residual)  # numpy, or cupy on a GPU
+    U, S, Vh = xp.linalg.svd(residual, full_matrices=False)  # U S V^T
+    return Vh[:rank], U[:, :rank] * S[:rank]  # V_r^T (r, in), U_r S_r (out, r)
+
+
+def relaxed_param_count(config):
+    """Parameters of a recursive model of ``config``, each counted once (the tied head once,
+    the position table included: GPT.num_params(non_embedding=False)): the embeddings, the
+    K = n_layer shared blocks, ln_f and, with lora_rank r > 0, the relaxation of each of
+    the K R depths (LoRA on the four matrices; with relax_vectors, the norm and bias deltas)."""
+    C, r, b = config.n_embd, config.lora_rank, int(config.bias)
+    depths = config.n_layer * config.n_loops
+    block = 12 * C * C + (2 + 11 * b) * C  # four matrices, two LayerNorms, (five biases)
+    shared = (config.vocab_size + config.block_size) * C + config.n_layer * block + (1 + b) * C  # + ln_f
+    if r == 0:
+        return shared
+    lora = r * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))  # r (in + out) per matrix
+    vectors = (2 + 11 * b) * C if config.relax_vectors else 0  # what LoRA leaves: norms, biases
+    return shared + depths * (lora + vectors)
+
+
 def from_gpt2(model, n_unique, sharing="cycle", init="stepwise", lora_rank=0, relax_vectors=True):
     """A recursive GPT with n_unique shared blocks built from a (trained) gpt2 ``model``."""
     from .gpt import GPT  # gpt.py imports this file for the Recursive trunk
@@ -168,22 +215,14 @@ def from_gpt2(model, n_unique, sharing="cycle", init="stepwise", lora_rank=0, re
     recursive = GPT(config).to(model.lm_head.weight.dtype)  # the source's dtype
     src = {k: v.copy() for k, v in model.state_dict().items()}  # the original
     sd = recursive.state_dict()
-    xp = backend.array_module(src["lm_head.weight"])  # numpy, or cupy on a GPU
     for k in sd:  # embeddings, ln_f, head: copied as they are
         if not k.startswith(("transformer.h.", "transformer.trunk.")):
             sd[k] = src[k]
     order = recursive.transformer.trunk.order
-    tied = [[d for d in range(N) if order[d] == i] for i in range(n_unique)]  # depths per block
-    sources = stepwise_sources(N, n_unique)
     names = [k[len("transformer.h.0."):] for k in sd if k.startswith("transformer.h.0.")]
-    for i in range(n_unique):  # the shared blocks
-        for name in names:
-            if init == "stepwise":
-                w = src[f"transformer.h.{sources[i]}.{name}"]
-            elif init == "lower":
-                w = src[f"transformer.h.{i}.{name}"]
-            else:  # average over the tied layers
-                w = xp.stack([src[f"transformer.h.{d}.{name}"] for d in tied[i]]).mean(0)
+    for name in names:  # the shared blocks, parameter by parameter
+        layers = [src[f"transformer.h.{d}.{name}"] for d in range(N)]  # the N originals
+        for i, w in enumerate(shared_init(layers, n_unique, init, sharing)):
             sd[f"transformer.h.{i}.{name}"] = w
     if lora_rank:  # the relaxation: truncated SVD of each depth's residual
         for d in range(N):
@@ -191,9 +230,8 @@ def from_gpt2(model, n_unique, sharing="cycle", init="stepwise", lora_rank=0, re
             delta = f"transformer.trunk.relax.{d}."
             for lin in LINEARS:
                 residual = src[orig + lin + ".weight"] - sd[shared + lin + ".weight"]  # (out, in)
-                U, S, Vh = xp.linalg.svd(residual, full_matrices=False)  # U S V^T
-                sd[delta + lin + ".A"] = Vh[:lora_rank]  # V_r^T (r, in)
-                sd[delta + lin + ".B"] = U[:, :lora_rank] * S[:lora_rank]  # U_r S_r (out, r)
+                A, B = svd_lora_init(residual, lora_rank)  # B A: the best rank-r residual
+                sd[delta + lin + ".A"], sd[delta + lin + ".B"] = A, B  # (r, in), (out, r)
                 if delta + lin + ".bias" in sd:
                     sd[delta + lin + ".bias"] = src[orig + lin + ".bias"] - sd[shared + lin + ".bias"]
             for ln in NORMS:

@@ -206,3 +206,28 @@ def throughput(model, idx, depths, slots, repeat=1):
             "repeat": int(repeat), "mean_depth": float(np.mean(depths)),
             "depth_histogram": np.bincount(depths, minlength=n_max + 1)[1:].tolist(),
             "oracle_speedup": n_max / float(np.mean(depths)), **results}
+
+
+def expected_speedup(exit_probs, batch_size):
+    """What the three schedules of ``throughput`` cost per request, in row-loops, when every
+    request's exit depth d is drawn independently with P(d = t) = exit_probs[t - 1], t = 1 .. R,
+    and the speed-ups that promises where compute is time (many requests; the last,
+    partly empty calls neglected):
+
+        max_depth   every request runs all R loops                 R
+        static      a group of batch_size waits for its slowest    E[max of batch_size depths]
+        continuous  each request runs its own depth                E[d]
+    """
+    p = np.asarray(exit_probs, dtype=float)
+    if p.ndim != 1 or len(p) == 0 or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+        raise ValueError("exit_probs must be the probabilities of exiting after loop 1 .. R: "
+                         "a non-empty 1-D list of non-negative numbers summing to 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    R = len(p)
+    mean = float(np.arange(1, R + 1) @ p)  # E[d]
+    below = np.minimum(np.concatenate(([0.0], np.cumsum(p)[:-1])), 1.0)  # P(d < t), t = 1 .. R
+    group = float(np.sum(1.0 - below ** batch_size))  # E[max] = sum_t P(max >= t)
+    return {"max_depth": float(R), "static": group, "continuous": mean,
+            "static_vs_max_depth": R / group, "continuous_vs_max_depth": R / mean,
+            "continuous_vs_static": group / mean}
