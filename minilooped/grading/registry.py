@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    10: ("Test-time compute", "exercises.ch10_test_time"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -112,6 +113,15 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 10: test-time compute
+    Exercise("ex10_1", "The saturating depth curve, or why no fit", 3,
+             "fit_depth_curve", "minilooped.training.evaluation:fit_depth_curve"),
+    Exercise("ex10_2", "Loops to come within eps of L_inf", 2,
+             "loops_to_saturate", "minilooped.training.evaluation:loops_to_saturate"),
+    Exercise("ex10_3", "Adaptive exit: which positions halt", 2,
+             "halts", "minilooped.models.adaptive:halts"),
+    Exercise("ex10_4", "Loop count at equal FLOPs", 2,
+             "equal_flops_loops", "minilooped.training.mfu:equal_flops_loops"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
