@@ -13,7 +13,7 @@ fixed depths 1 .. ``--max_loops``. The training folders are not committed (they 
 checkpoints); this file's output is, with its provenance.
 
 Only losses and loop counts are kept: exit_frontier's tokens/s depend on the machine and its
-load and are dropped. Cost: about 10 s per run and seed with the defaults on one core (2 min for the study).
+load and are dropped. Cost: about 5 s per run and seed with the defaults on one idle core (1 min for the study).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs_dir", default="runs/experiments/test_time", help="the study's training folders")
     ap.add_argument("--out", default="book/data/experiments/test_time_exit/frontier.json")
-    ap.add_argument("--batches", type=int, default=10, help="the first of the study's fixed val batches (16 x 64 tokens each)")
+    ap.add_argument("--batches", type=int, default=5, help="the first of the study's fixed val batches (16 x 64 tokens each)")
     ap.add_argument("--max_loops", type=int, default=8)
     ap.add_argument("--reduced", action="store_true", help="the reduced study's runs (a check, not results)")
     args = ap.parse_args(argv)
