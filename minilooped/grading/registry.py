@@ -36,6 +36,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
     9: ("Relaxed Recursive Transformers", "exercises.ch09_relaxed_recursive"),
+    10: ("Test-time compute", "exercises.ch10_test_time"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -128,6 +129,15 @@ EXERCISES: list[Exercise] = [
              "relaxed_param_count", "minilooped.models.recursive:relaxed_param_count"),
     Exercise("ex9_5", "Throughput of depth-wise batching under an exit distribution", 3,
              "expected_speedup", "minilooped.models.depthwise_batching:expected_speedup"),
+    # Chapter 10: test-time compute
+    Exercise("ex10_1", "The saturating depth curve, or why no fit", 3,
+             "fit_depth_curve", "minilooped.training.evaluation:fit_depth_curve"),
+    Exercise("ex10_2", "Loops to come within eps of L_inf", 2,
+             "loops_to_saturate", "minilooped.training.evaluation:loops_to_saturate"),
+    Exercise("ex10_3", "Adaptive exit: which positions halt", 2,
+             "halts", "minilooped.models.adaptive:halts"),
+    Exercise("ex10_4", "Loop count at equal FLOPs", 2,
+             "equal_flops_loops", "minilooped.training.mfu:equal_flops_loops"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

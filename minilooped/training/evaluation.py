@@ -18,7 +18,9 @@ Then it fits the saturating curve
     L(T) = L_inf + A exp(-T / tau)
 
 with scipy.optimize.curve_fit: L_inf the loss of infinitely many loops, A the gain over
-it at T = 0, tau the depth scale of the gain (in loops). The fit is reported with the
+it at T = 0, tau the depth scale of the gain (in loops): each tau loops leave a fraction
+1/e of the gain still to come, so ``loops_to_saturate`` (tau ln(A / eps), rounded up) loops
+come within eps nats of L_inf. The fit is reported with the
 standard errors of its parameters (the square roots of the diagonal of curve_fit's
 covariance, scaled by the residual variance) and the RMS of its residuals. No fit is made,
 and the reason is said instead, when it would not mean anything:
@@ -263,6 +265,16 @@ def fit_depth_curve(depths, losses, rise_tol: float = RISE_TOL) -> dict:
             "residuals": [float(r) for r in residuals]}
 
 
+def loops_to_saturate(A, tau, eps) -> int:
+    """The fewest loops T >= 1 whose fitted gain left, A exp(-T / tau), is at most ``eps`` nats:
+    how deep to run a model whose depth curve is L(T) = L_inf + A exp(-T / tau) to come within
+    ``eps`` of its L_inf (chapter 10). A, tau and eps must be positive."""
+    if not (A > 0 and tau > 0 and eps > 0):
+        raise ValueError(f"loops_to_saturate(A={A}, tau={tau}, eps={eps}): all three must be positive")
+    T = math.ceil(tau * math.log(A / eps) - 1e-9)  # A exp(-T / tau) <= eps  <=>  T >= tau ln(A / eps)
+    return max(1, T)  # a model runs at least one loop
+
+
 def _initial_guess(T, L) -> list[float]:
     """p0 for curve_fit: for each tau on a grid the model is linear in (L_inf, A), so least
     squares gives them exactly; the tau of the smallest squared error wins."""
@@ -309,4 +321,4 @@ def format_report(result: dict) -> str:
 
 
 __all__ = ["EvalConfig", "EVALUATE_USAGE", "RISE_TOL", "FLAT_TOL", "eval_config_from_cli", "find_checkpoint",
-           "depths_for", "evaluate_depths", "saturating_exp", "fit_depth_curve", "format_report"]
+           "depths_for", "evaluate_depths", "saturating_exp", "fit_depth_curve", "loops_to_saturate", "format_report"]

@@ -146,6 +146,18 @@ def forward_flops_per_token(config, named_numels, n_loops: int | None = None) ->
     return _pass_flops(n_once + n * n_loop, l_once + n * l_loop, config)
 
 
+def equal_flops_loops(config, named_numels, flops: float) -> float:
+    """The loop count, a real number, at which a looped model's forward FLOPs per token
+    (``forward_flops_per_token``) equal ``flops``, e.g. an unlooped model's: the depth at
+    which the two are compared at equal inference compute (chapter 10). Below 1 when even
+    one loop costs more; a gpt2 model has no loop count to choose (ValueError)."""
+    if config.variant == "gpt2":
+        raise ValueError("equal_flops_loops: a gpt2 model applies each block once; it has no loop count")
+    base = forward_flops_per_token(config, named_numels, 0)  # the once-parts: embedding, head, prelude, coda
+    per_loop = forward_flops_per_token(config, named_numels, 1) - base  # forward(n) = base + n per_loop
+    return (flops - base) / per_loop
+
+
 def flops_per_token(config, named_numels) -> float:
     """Training FLOPs per token at the config's loop count, for Parcae the expectation over
     its random T: ``training_flops_per_token(config, named_numels)`` (see there). For GPT-2,
@@ -233,6 +245,6 @@ def format_mfu(value: float | None) -> str:
     return "unknown" if value is None else f"{100 * value:.1f}%"
 
 
-__all__ = ["flops_per_token", "training_flops_per_token", "forward_flops_per_token", "block_uses",
+__all__ = ["flops_per_token", "training_flops_per_token", "forward_flops_per_token", "equal_flops_loops", "block_uses",
            "applied_parameters", "attention_applications", "readouts", "parcae_loop_counts", "PEAK_FLOPS",
            "device_peak_flops", "precision_of", "mfu", "format_mfu"]
