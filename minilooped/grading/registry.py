@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    8: ("Contractive depth", "exercises.ch08_contractive"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -112,6 +113,17 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 8: contractive depth
+    Exercise("ex8_1", "SCORE's Euler step, both readings of F", 2,
+             "Contractive", "minilooped.models.contractive:Contractive", "step"),
+    Exercise("ex8_2", "Parcae's zero-order-hold injection", 3,
+             "DiagonalInjection", "minilooped.models.parcae:DiagonalInjection", "A_bar"),
+    Exercise("ex8_3", "The step sizes that provably contract", 2,
+             "max_contractive_dt", "minilooped.models.contraction:max_contractive_dt"),
+    Exercise("ex8_4", "Banach's loop count", 2,
+             "iterations_for_tolerance", "minilooped.models.contraction:iterations_for_tolerance"),
+    Exercise("ex8_5", "A fixed point by iteration", 2,
+             "fixed_point", "minilooped.models.contraction:fixed_point"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
