@@ -37,6 +37,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     4: ("GPT-2", "exercises.ch04_gpt2"),
     9: ("Relaxed Recursive Transformers", "exercises.ch09_relaxed_recursive"),
     10: ("Test-time compute", "exercises.ch10_test_time"),
+    8: ("Contractive depth", "exercises.ch08_contractive"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -138,6 +139,17 @@ EXERCISES: list[Exercise] = [
              "halts", "minilooped.models.adaptive:halts"),
     Exercise("ex10_4", "Loop count at equal FLOPs", 2,
              "equal_flops_loops", "minilooped.training.mfu:equal_flops_loops"),
+    # Chapter 8: contractive depth
+    Exercise("ex8_1", "SCORE's Euler step, both readings of F", 2,
+             "Contractive", "minilooped.models.contractive:Contractive", "step"),
+    Exercise("ex8_2", "Parcae's zero-order-hold injection", 3,
+             "DiagonalInjection", "minilooped.models.parcae:DiagonalInjection", "A_bar"),
+    Exercise("ex8_3", "The step sizes that provably contract", 2,
+             "max_contractive_dt", "minilooped.models.contraction:max_contractive_dt"),
+    Exercise("ex8_4", "Banach's loop count", 2,
+             "iterations_for_tolerance", "minilooped.models.contraction:iterations_for_tolerance"),
+    Exercise("ex8_5", "A fixed point by iteration", 2,
+             "fixed_point", "minilooped.models.contraction:fixed_point"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
