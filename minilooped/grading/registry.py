@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    7: ("The Fully Looped Transformer", "exercises.ch07_fully_looped"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -112,6 +113,15 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 7: the Fully Looped Transformer
+    Exercise("ex7_1", "Parameter-free RMSNorm's gradient", 3,
+             "rms_norm_backward", "minilooped.ops.fused:rms_norm_backward"),
+    Exercise("ex7_2", "Attention injection", 3,
+             "CausalSelfAttention", "minilooped.models.attention:CausalSelfAttention", "forward"),
+    Exercise("ex7_3", "How fast the gradient fades over loops", 2,
+             "gradient_shrink_per_loop", "minilooped.models.diagnostics:gradient_shrink_per_loop"),
+    Exercise("ex7_4", "Subnormal numbers in an array", 1,
+             "subnormal_fraction", "minilooped.models.diagnostics:subnormal_fraction"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

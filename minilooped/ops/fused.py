@@ -199,14 +199,26 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
 
     def backward(g):
         gxhat = g * weight.data if weight is not None else g
-        # dx = rstd * (gxhat - xhat * mean(gxhat * xhat))
-        gx = None
-        if x.requires_grad:
-            gx = (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * rstd
+        gx = rms_norm_backward(gxhat, xhat, rstd, axes) if x.requires_grad else None
         if weight is None:
             return (gx,)
         return gx, ((g * xhat).sum(axis=lead) if weight.requires_grad else None)
     return Tensor._make(out, parents, backward, "rms_norm")
+
+
+def rms_norm_backward(g, xhat, rstd, axes):
+    """dL/dx of the parameter-free RMSNorm xhat = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps).
+
+    g = dL/dxhat and xhat have x's shape; rstd has size 1 along ``axes`` (the normalised
+    dims). Moving x along itself only rescales it, which xhat does not see (exactly so as
+    eps -> 0): the gradient loses its component along xhat and is scaled by rstd,
+
+        dx = rstd * (g - xhat * mean(g * xhat))                  mean over axes
+
+    (layer_norm_backward without the centring term). So x . dx = 0 up to eps, and a
+    residual stream twice as large receives half the gradient (chapter 7).
+    """
+    return (g - xhat * (g * xhat).mean(axis=axes, keepdims=True)) * rstd
 
 
 # ----------------------------------------------------------------- embedding
