@@ -38,6 +38,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     9: ("Relaxed Recursive Transformers", "exercises.ch09_relaxed_recursive"),
     10: ("Test-time compute", "exercises.ch10_test_time"),
     8: ("Contractive depth", "exercises.ch08_contractive"),
+    7: ("The Fully Looped Transformer", "exercises.ch07_fully_looped"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -150,6 +151,15 @@ EXERCISES: list[Exercise] = [
              "iterations_for_tolerance", "minilooped.models.contraction:iterations_for_tolerance"),
     Exercise("ex8_5", "A fixed point by iteration", 2,
              "fixed_point", "minilooped.models.contraction:fixed_point"),
+    # Chapter 7: the Fully Looped Transformer
+    Exercise("ex7_1", "Parameter-free RMSNorm's gradient", 3,
+             "parameter_free_rms_norm_backward", "minilooped.ops.fused:parameter_free_rms_norm_backward"),
+    Exercise("ex7_2", "Attention injection", 3,
+             "CausalSelfAttention", "minilooped.models.attention:CausalSelfAttention", "forward"),
+    Exercise("ex7_3", "How fast the gradient fades over loops", 2,
+             "gradient_shrink_per_loop", "minilooped.models.diagnostics:gradient_shrink_per_loop"),
+    Exercise("ex7_4", "Subnormal numbers in an array", 1,
+             "subnormal_fraction", "minilooped.models.diagnostics:subnormal_fraction"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

@@ -219,6 +219,15 @@ def rms_norm_backward(g, xhat, rstd, weight, axes):
     return gx, (g * xhat).sum(axis=lead)
 
 
+def parameter_free_rms_norm_backward(g, xhat, rstd, axes):
+    """dL/dx of the parameter-free RMSNorm n(x) = x * rstd of the Fully Looped Transformer
+    (chapter 7): rms_norm_backward without a weight. g and xhat have x's shape, rstd size 1
+    along ``axes``. Moving x along itself only rescales it, which n(x) does not see, so the
+    gradient has no component along xhat (x . dx = 0 up to eps) and a residual stream twice
+    as large receives half the gradient."""
+    return rms_norm_backward(g, xhat, rstd, None, axes)[0]
+
+
 # ----------------------------------------------------------------- embedding
 @register("embedding")
 def embedding(idx, weight: Tensor) -> Tensor:

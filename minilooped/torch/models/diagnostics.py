@@ -13,6 +13,11 @@ indexed [loop] or [loop, layer]:
     spectral_radius(model)                     rho(A_bar), Parcae's injection
     loop_table(model, idx, targets)            all of it, one dict of arrays
 
+and two that read their results (NumPy arrays in, numbers out):
+
+    gradient_shrink_per_loop(grad_state)       geometric ratio grad_state[t+1] / grad_state[t]
+    subnormal_fraction(a, dtype)               share of entries below dtype's smallest normal
+
 Notation. Loop t = 0 .. n-1 is the map h_{t+1} = step_t(h_t) (``trunk.step``), and entry
 t of every array describes loop t, i.e. the state h_{t+1} it produced. h_0 is the state
 the trunk's ``enter`` returns: the prelude's output (loop_residual, contractive), Parcae's
@@ -453,6 +458,45 @@ def _a_bar(model):
     return getattr(getattr(model.transformer.trunk, "injection", None), "A_bar", None)
 
 
+def gradient_shrink_per_loop(grad_state):
+    """The factor by which the gradient shrinks per loop on its way back from the loss.
+
+    grad_state (n,) is grad_norms' ``state``: ||dL/dh_{t+1}|| for loops t = 0 .. n-1. A
+    straight line is fitted by least squares to log grad_state[t] against t, and
+    exp(slope) returned: the geometric-mean ratio grad_state[t + 1] / grad_state[t].
+    Above 1: early loops receive less gradient than late ones (r^(n-1) less at loop 0);
+    below 1: more. Entries that are 0, negative, NaN or infinite are left out of the fit:
+    a zero there is a gradient too small for float32, flushed to zero (chapter 7), not a
+    measured zero. At least two usable entries are needed.
+    """
+    g = np.asarray(grad_state, dtype=np.float64).reshape(-1)
+    t = np.arange(g.size, dtype=np.float64)
+    keep = np.isfinite(g) & (g > 0)
+    if keep.sum() < 2:
+        raise ValueError(f"gradient_shrink_per_loop: {int(keep.sum())} positive finite gradient norm(s) "
+                         f"in {g.size} loops; a fit needs at least two.")
+    slope = np.polyfit(t[keep], np.log(g[keep]), 1)[0]
+    return float(np.exp(slope))
+
+
+def subnormal_fraction(a, dtype="float32"):
+    """The fraction of the entries of ``a`` that are subnormal numbers of ``dtype``.
+
+    A subnormal (denormal) number is nonzero but smaller in magnitude than the dtype's
+    smallest normal number (np.finfo(dtype).smallest_normal, ~1.2e-38 in float32):
+    representable only with fewer significant bits, and on x86 CPUs matrix products on
+    them run ~100-1000x slower. ``a`` (any shape, any float dtype) is judged by its
+    values as ``dtype`` would hold them; an empty array has fraction 0.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    tiny = float(np.finfo(np.dtype(dtype)).smallest_normal)
+    smallest = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+    m = np.abs(a)
+    return float(np.mean((m >= smallest / 2) & (m < tiny)))  # below smallest / 2 rounds to 0
+
+
 def loop_table(model, idx, targets, n_loops=None, h0=None, jacobian=True, iters=100, tol=1e-6,
                seed=0):
     """Every diagnostic of the loop in one dict of NumPy arrays, ready to plot:
@@ -488,4 +532,4 @@ def loop_table(model, idx, targets, n_loops=None, h0=None, jacobian=True, iters=
 
 
 __all__ = ["hidden_norms", "logit_lens", "grad_norms", "jacobian_spectral_norm", "spectral_radius",
-           "loop_table"]
+           "loop_table", "gradient_shrink_per_loop", "subnormal_fraction"]
