@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    6: ("Why loops break", "exercises.ch06_why_loops_break"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -112,6 +113,15 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 6: why loops break
+    Exercise("ex6_1", "The fixed point of the linear loop", 2,
+             "linear_fixed_point", "minilooped.models.stability:linear_fixed_point"),
+    Exercise("ex6_2", "The stable region of the linear loop", 3,
+             "stable_scale", "minilooped.models.stability:stable_scale"),
+    Exercise("ex6_3", "A norm-growth bound for the residual loop", 3,
+             "residual_norm_bound", "minilooped.models.stability:residual_norm_bound"),
+    Exercise("ex6_4", "The largest gain by power iteration", 3,
+             "power_iteration", "minilooped.models.diagnostics:power_iteration"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
