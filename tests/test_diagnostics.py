@@ -366,7 +366,7 @@ def test_power_iteration_on_a_known_matrix(impl):
     V, _ = np.linalg.qr(rng.standard_normal((12, 12)))
     s = np.array([3.0, 2.0] + [1.0] * 10)
     A = U @ np.diag(s) @ V.T
-    r = impl.D._power_iteration(lambda v: (A @ v.reshape(-1)).reshape(3, 4),
+    r = impl.D.power_iteration(lambda v: (A @ v.reshape(-1)).reshape(3, 4),
                                 lambda u: (A.T @ u.reshape(-1)).reshape(3, 4), (3, 4), 200, 1e-12, 0)
     assert r["converged"] and r["iters"] < 100  # error ~ (2/3)^(2k)
     np.testing.assert_allclose(r["sigma"], 3.0, rtol=1e-10)

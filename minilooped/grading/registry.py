@@ -39,6 +39,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     10: ("Test-time compute", "exercises.ch10_test_time"),
     8: ("Contractive depth", "exercises.ch08_contractive"),
     7: ("The Fully Looped Transformer", "exercises.ch07_fully_looped"),
+    6: ("Why loops break", "exercises.ch06_why_loops_break"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -160,6 +161,15 @@ EXERCISES: list[Exercise] = [
              "gradient_shrink_per_loop", "minilooped.models.diagnostics:gradient_shrink_per_loop"),
     Exercise("ex7_4", "Subnormal numbers in an array", 1,
              "subnormal_fraction", "minilooped.models.diagnostics:subnormal_fraction"),
+    # Chapter 6: why loops break
+    Exercise("ex6_1", "The fixed point of the linear loop", 2,
+             "linear_fixed_point", "minilooped.models.stability:linear_fixed_point"),
+    Exercise("ex6_2", "The stable region of the linear loop", 3,
+             "stable_scale", "minilooped.models.stability:stable_scale"),
+    Exercise("ex6_3", "A norm-growth bound for the residual loop", 3,
+             "residual_norm_bound", "minilooped.models.stability:residual_norm_bound"),
+    Exercise("ex6_4", "The largest gain by power iteration", 3,
+             "power_iteration", "minilooped.models.diagnostics:power_iteration"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

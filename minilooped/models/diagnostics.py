@@ -10,6 +10,7 @@ indexed [loop] or [loop, layer]:
     logit_lens(model, idx, targets)            loss[t], kl[t]
     grad_norms(model, idx, targets)            state[t], layer[t, l], block[i], total
     jacobian_spectral_norm(model, idx, loop)   sigma_max of d step_t / d h at h_t
+    power_iteration(jvp, vjp, shape, ...)      sigma_max of any J from J v and J^T u
     spectral_radius(model)                     rho(A_bar), Parcae's injection
     loop_table(model, idx, targets)            all of it, one dict of arrays
 
@@ -388,13 +389,21 @@ def _loop_jacobians(model, idx, loops, n_loops, h0, iters, tol, seed):
         def f(h, t=t):
             return trunk.step(h, run.ctx, blocks, t)  # step_t, h_t -> h_{t+1}
 
-        results[t] = _power_iteration(lambda v: _jvp(f, h, v), lambda u: _vjp(f, h, u),
-                                      tuple(h.shape), iters, tol, seed)
+        results[t] = power_iteration(lambda v: _jvp(f, h, v), lambda u: _vjp(f, h, u),
+                                     tuple(h.shape), iters, tol, seed)
     return results
 
 
-def _power_iteration(jvp, vjp, shape, iters, tol, seed):
-    """sigma_max of J from J v and J^T u, by power iteration on J^T J (NumPy float64)."""
+def power_iteration(jvp, vjp, shape, iters, tol, seed):
+    """sigma_max of a linear map J known only through J v and J^T u (NumPy float64).
+
+    jvp(v) = J v and vjp(u) = J^T u take and return arrays of ``shape`` (J maps the space
+    to itself). Power iteration on J^T J, whose top eigenvalue is sigma_max^2 (iterating
+    J alone would find |lambda_max|, the spectral radius, which a non-normal J can hold
+    far below sigma_max). Stops when |sigma_k - sigma_{k-1}| <= tol sigma_k (converged)
+    or after ``iters`` steps; ``seed`` draws v_0. Chapter 6, exercise 6.4.
+    Returns {"sigma": float, "iters": int, "converged": bool, "history": (iters,) sigma_k}.
+    """
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters={iters!r} must be an integer >= 1.")
     v = np.random.default_rng(seed).standard_normal(shape)
@@ -539,5 +548,5 @@ def loop_table(model, idx, targets, n_loops=None, h0=None, jacobian=True, iters=
             "rho": np.array(rho)}
 
 
-__all__ = ["hidden_norms", "logit_lens", "grad_norms", "jacobian_spectral_norm", "spectral_radius",
-           "loop_table", "gradient_shrink_per_loop", "subnormal_fraction"]
+__all__ = ["hidden_norms", "logit_lens", "grad_norms", "jacobian_spectral_norm", "power_iteration",
+           "spectral_radius", "loop_table", "gradient_shrink_per_loop", "subnormal_fraction"]
