@@ -35,6 +35,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     2: ("Building blocks and training", "exercises.ch02_building_blocks"),
     3: ("Tokens and data", "exercises.ch03_tokens"),
     4: ("GPT-2", "exercises.ch04_gpt2"),
+    5: ("Loop-Residual networks", "exercises.ch05_loop_residual"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -112,6 +113,15 @@ EXERCISES: list[Exercise] = [
              "Block", "minilooped.models.block:Block", "forward"),
     Exercise("ex4_4", "Training FLOPs per token", 2,
              "flops_per_token", "minilooped.training.mfu:flops_per_token"),
+    # Chapter 5: Loop-Residual networks
+    Exercise("ex5_1", "The Loop-Residual step", 1,
+             "LoopResidual", "minilooped.models.loop_residual:LoopResidual", "step"),
+    Exercise("ex5_2", "Forward FLOPs per token at n loops", 2,
+             "forward_flops_per_token", "minilooped.training.mfu:forward_flops_per_token"),
+    Exercise("ex5_3", "A shared weight's gradient, loop by loop", 3,
+             "grad_by_loop", "minilooped.models.diagnostics:grad_by_loop"),
+    Exercise("ex5_4", "The per-loop logit lens", 3,
+             "logit_lens", "minilooped.models.diagnostics:logit_lens"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),
