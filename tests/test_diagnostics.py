@@ -315,6 +315,41 @@ def test_grad_norms_against_unrolled_backward(impl):
     np.testing.assert_allclose((up - down) / (2 * eps), np.sum(g * d), rtol=1e-6)
 
 
+# ------------------------------------------------------------------ gradient by loop
+@BOTH
+@pytest.mark.parametrize("name", ["loop_residual", "loop_residual_2", "contractive", "parcae", "fully_looped"])
+def test_grad_by_loop_sums_to_the_gradient(impl, name):
+    model = make(impl, name)
+    idx, targets = batch()
+    h0 = h0_for(impl, model)
+    got = impl.D.grad_by_loop(model, idx, targets, h0=h0)
+    assert all(p.grad is None for p in model.parameters())  # the model's own .grad untouched
+    kwargs = {} if h0 is None else {"h0": h0}
+    _, loss = model(impl.tokens(idx), impl.tokens(targets), **kwargs)
+    loss.backward()
+    c = model.config
+    looped = range(c.n_layer) if name.startswith("fully_looped") else range(c.loop_start, c.loop_end)
+    for i, b in enumerate(model.transformer.h):
+        for sub, p in b.named_parameters():
+            share = got[f"transformer.h.{i}.{sub}"]  # (n, *shape)
+            assert share.shape == (c.n_loops, *p.shape)
+            want = impl.grad_arr(p.grad) if i in looped else np.zeros(tuple(p.shape))
+            np.testing.assert_allclose(share.sum(axis=0), want, rtol=1e-9, atol=1e-13)
+    first, last = got["transformer.h.1.mlp.c_fc.weight"][[0, -1]]  # block 1 is looped in every variant here
+    assert np.abs(first - last).max() > 1e-8  # each loop sees its own input: the shares differ
+
+
+def test_grad_by_loop_parity():
+    mirror, core = build_pair("loop_residual_2", "float64")
+    core.eval(), mirror.eval()
+    idx, targets = batch()
+    a = CORE.D.grad_by_loop(core, idx, targets)
+    b = TORCH.D.grad_by_loop(mirror, idx, targets)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-13)
+
+
 # ------------------------------------------------------------------ Jacobian spectral norm
 @BOTH
 @pytest.mark.parametrize("name,loop", [("gpt2", 1), ("loop_residual", 1), ("fully_looped", 1),

@@ -40,6 +40,7 @@ CHAPTERS: dict[int, tuple[str, str]] = {
     8: ("Contractive depth", "exercises.ch08_contractive"),
     7: ("The Fully Looped Transformer", "exercises.ch07_fully_looped"),
     6: ("Why loops break", "exercises.ch06_why_loops_break"),
+    5: ("Loop-Residual networks", "exercises.ch05_loop_residual"),
     11: ("From one GPU to many", "exercises.ch11_capstone"),
 }
 
@@ -170,6 +171,15 @@ EXERCISES: list[Exercise] = [
              "residual_norm_bound", "minilooped.models.stability:residual_norm_bound"),
     Exercise("ex6_4", "The largest gain by power iteration", 3,
              "power_iteration", "minilooped.models.diagnostics:power_iteration"),
+    # Chapter 5: Loop-Residual networks
+    Exercise("ex5_1", "The Loop-Residual step", 1,
+             "LoopResidual", "minilooped.models.loop_residual:LoopResidual", "step"),
+    Exercise("ex5_2", "Forward FLOPs per token at n loops", 2,
+             "forward_flops_per_token", "minilooped.training.mfu:forward_flops_per_token"),
+    Exercise("ex5_3", "A shared weight's gradient, loop by loop", 3,
+             "grad_by_loop", "minilooped.models.diagnostics:grad_by_loop"),
+    Exercise("ex5_4", "The per-loop logit lens", 3,
+             "logit_lens", "minilooped.models.diagnostics:logit_lens"),
     # Chapter 11: the capstone, from one GPU to many
     Exercise("ex11_1", "Memory per GPU of a DDP step", 2,
              "memory_per_gpu", "minilooped.training.plan:memory_per_gpu"),

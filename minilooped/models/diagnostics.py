@@ -9,6 +9,7 @@ indexed [loop] or [loop, layer]:
     hidden_norms(model, idx)                   rms[t], rel_update[t], rms_layer[t, l]
     logit_lens(model, idx, targets)            loss[t], kl[t]
     grad_norms(model, idx, targets)            state[t], layer[t, l], block[i], total
+    grad_by_loop(model, idx, targets)          {name: share[t]}, a shared weight's gradient by loop
     jacobian_spectral_norm(model, idx, loop)   sigma_max of d step_t / d h at h_t
     power_iteration(jvp, vjp, shape, ...)      sigma_max of any J from J v and J^T u
     spectral_radius(model)                     rho(A_bar), Parcae's injection
@@ -339,6 +340,50 @@ def _grad_norm(tensors):
     return float(np.sqrt(sum(np.sum(_numpy(t.grad) ** 2) for t in tensors if t.grad is not None)))
 
 
+def grad_by_loop(model, idx, targets, n_loops=None, h0=None):
+    """The gradient of every block parameter, split by the loop that used it.
+
+    A block applied in n loops uses its weights n times, so by the chain rule their
+    gradient is a sum of one term per use (chapter 5):
+
+        dL/dW = sum_t dL/dW_t,    dL/dW_t = the gradient through loop t's use of W alone
+
+    which is the gradient W would get if loop t had its own copy of it. So it is measured:
+    the model's own forward runs with every loop stepping through its own copy of
+    ``transformer.h``, equal to the blocks (same outputs, same loss), and one backward
+    gives each copy its loop's share. Eval mode, as every measurement here.
+
+    Returns {name: (n, *shape)} for every parameter of transformer.h, named as in
+    model.named_parameters(); entry [t] is loop t's share. Summed over t it is the
+    gradient the loops give the parameter: p.grad of one backward for the looped
+    blocks; 0 for prelude and coda blocks, which run outside the loop.
+    """
+    idx, targets = _batch(model, idx, targets)
+    trunk, blocks = model.transformer.trunk, model.transformer.h
+    copies = []  # copies[t]: the blocks loop t steps through
+    step = trunk.step  # the trunk's own method
+
+    def untied_step(h, ctx, shared, t):
+        copies.append(copy.deepcopy(shared))  # loop t's own blocks, equal to the shared ones
+        return step(h, ctx, copies[-1], t)  # (B, T, C), as with the shared blocks
+
+    with _kept(model):
+        h0 = _initial_state(model, idx, h0)
+        kwargs = {} if h0 is None else {"h0": h0}
+        trunk.step = untied_step  # an instance attribute hides the class's method
+        try:
+            _, loss = model(idx, targets, n_loops=n_loops, **kwargs)
+        finally:
+            del trunk.step
+        loss.backward()
+        out = {}
+        for name, p in blocks.named_parameters():
+            shares = [dict(c.named_parameters())[name].grad for c in copies]
+            out[f"transformer.h.{name}"] = np.stack(
+                [np.zeros(p.shape) if g is None else _numpy(g) for g in shares])  # (n, *shape)
+    return out
+
+
 def jacobian_spectral_norm(model, idx, loop, n_loops=None, h0=None, iters=100, tol=1e-6, seed=0):
     """sigma_max(J_t), J_t = d step_t(h) / d h at h = h_t: the loop's largest local gain.
 
@@ -548,5 +593,5 @@ def loop_table(model, idx, targets, n_loops=None, h0=None, jacobian=True, iters=
             "rho": np.array(rho)}
 
 
-__all__ = ["hidden_norms", "logit_lens", "grad_norms", "jacobian_spectral_norm", "power_iteration",
+__all__ = ["hidden_norms", "logit_lens", "grad_norms", "grad_by_loop", "jacobian_spectral_norm", "power_iteration",
            "spectral_radius", "loop_table", "gradient_shrink_per_loop", "subnormal_fraction"]
