@@ -133,3 +133,23 @@ def test_metrics_log_survives_a_torn_line_and_has_no_nan(tmp_path):
     assert [r["kind"] for r in records] == ["eval", "train", "train"] and records[1]["loss"] is None
     truncate_after(path, 1)  # resuming from the checkpoint of step 1 drops step 1's record
     assert [(r["kind"], r["step"]) for r in read_jsonl(path)] == [("eval", 0), ("train", 0)]
+
+
+def test_torch_training_flushes_subnormals_only_while_it_runs(tmp_path, monkeypatch):
+    # Subnormal floats are flushed to zero during a CPU torch run (the fully looped model's
+    # early-loop gradients, studies.py) and the process gets torch's default back afterwards:
+    # a caller's own arithmetic (hypothesis draws subnormals) must not change.
+    torch = pytest.importorskip("torch")
+    import minilooped.training.loop as loop
+
+    seen = []
+    real = loop._train
+
+    def spy(cfg, dist):
+        seen.append(float(torch.tensor([1e-40]) * 1.0))  # a float32 subnormal, times one
+        return real(cfg, dist)
+
+    monkeypatch.setattr(loop, "_train", spy)
+    train(tiny_config(tiny_data(tmp_path / "data"), tmp_path / "run", max_iters=2, backend="torch"))
+    assert seen == [0.0]
+    assert float(torch.tensor([1e-40]) * 1.0) > 0

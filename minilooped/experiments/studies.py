@@ -106,9 +106,9 @@ LOOP_STABILITY = Study(
 # the gradient reaching the early loops is ~1e-36 at K = 12, below float32's smallest normal
 # number, and matrix products on such subnormal numbers are ~1000x slower on x86 CPUs: an FLT
 # step takes ~1.3x the default model's at K = 6 but ~6x at K = 9 and ~15-18x at K = 12 (the
-# forward pass stays linear in K). The torch backend flushes subnormals to zero
-# (training/engine_torch.py): measured 40 FLT K = 12 steps, 64 wide, 1 thread, 39 s without and
-# 13 s with, identical losses. So this study is run with --backend=torch; with the NumPy core
+# forward pass stays linear in K). The torch backend flushes subnormals to zero while it trains
+# (training/engine_torch.py: flushed_subnormals): measured 40 FLT K = 12 steps, 64 wide,
+# 1 thread, 39 s without and 13 s with, identical losses. So this study is run with --backend=torch; with the NumPy core
 # the estimate below is low for FLT_K9 and FLT_K12.
 _FL = dict(config="shakespeare-fully-looped", n_layer=2, n_embd=64, n_head=4)
 _FL_VARIANTS = {

@@ -89,6 +89,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                           f"{cfg.backend!r}: distributed training needs --backend=torch")
     dist = ddp.setup(cfg.resolved_device()) if cfg.backend == "torch" else ddp.DistInfo(device=cfg.resolved_device())
     try:
+        if cfg.backend == "torch":
+            from .engine_torch import flushed_subnormals
+
+            with flushed_subnormals(dist.device):
+                return _train(cfg, dist)
         return _train(cfg, dist)
     finally:
         ddp.cleanup(dist)
