@@ -39,10 +39,6 @@ CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 ALLOWED: dict[str, dict[str, str]] = {
     "04_gpt2": {"18%": "the paper's measured slowdown (150 -> 177 ms per step), quoted as the paper's",
                 "1.5": "a sampling temperature, a setting"},
-    "05_loop_residual": {t: "a loss the Loop-Residual paper reports, quoted beside ours in its table"
-                         for t in ("3.98", "3.67", "3.12", "3.11")},
-    "07_fully_looped": {"13.2%": "the FLT paper's downstream gain, quoted as the paper's claim"},
-    "08_contractive": {"6.3%": "Parcae's reported perplexity gain, quoted as the paper's claim"},
     "A1_performance": {"1.5": "the target ratio core / mirror that the project set itself",
                        "1.2": "the aim, a stricter target"},
     "11_capstone": {"40%": "the MFU the plan assumes before a GPU measures it (a setting of training/plan.py)"},
